@@ -1,0 +1,258 @@
+/*
+ * libgpurnn: train vanilla (Elman, tanh) recurrent networks with backpropagation
+ * through time, on an OpenMP + CBLAS CPU backend or a CUDA backend chosen at run time.
+ *
+ * The model (V vocabulary, H hidden units, B sequences, T time steps):
+ *
+ *     h_t = tanh(Wxh[:, x_t] + Whh h_{t-1} + bh)      x_t is a token id (one-hot input)
+ *     y_t = Why h_t + by
+ *     p_t = softmax(y_t)
+ *     L   = sum_{t,b} -log p_t[target_t]              (GPURNN_LOSS_SUM)
+ *           or that sum / (T*B)                       (GPURNN_LOSS_MEAN)
+ *
+ * Conventions that hold for every function below:
+ *  - Every fallible call returns a gpurnn_status; GPURNN_OK is 0.
+ *  - On failure the call changes nothing observable: parameters, gradients, carried
+ *    state, optimizer state and files are as they were before the call, and
+ *    gpurnn_last_error() names the bad value.
+ *  - No function exits, aborts, or prints.
+ *  - Arrays passed in are owned by the caller and only read (or written, for outputs)
+ *    during the call; the library keeps no pointer to them.
+ *  - All host buffers exchanged with the library are float64, whatever the model's dtype:
+ *    values are converted on the way in and out.
+ *  - Thread safety: different models may be used from different threads at the same
+ *    time. One model must not be used from two threads at once. gpurnn_last_error() is
+ *    per thread. Functions taking no model are safe from any thread.
+ */
+#ifndef GPURNN_H
+#define GPURNN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(GPURNN_BUILDING_SHARED)
+#define GPURNN_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define GPURNN_API __attribute__((visibility("default")))
+#else
+#define GPURNN_API
+#endif
+
+#define GPURNN_VERSION_MAJOR 0
+#define GPURNN_VERSION_MINOR 1
+#define GPURNN_VERSION_PATCH 0
+
+typedef enum {
+    GPURNN_OK = 0,
+    GPURNN_ERR_INVALID_ARGUMENT,    /* a bad value from the caller; the message names it */
+    GPURNN_ERR_INVALID_STATE,       /* e.g. backward with no forward before it */
+    GPURNN_ERR_OUT_OF_MEMORY,
+    GPURNN_ERR_BACKEND_UNAVAILABLE, /* not built in, no device, driver too old */
+    GPURNN_ERR_CUDA,                /* a CUDA or cuBLAS call failed */
+    GPURNN_ERR_IO,                  /* a file could not be read or written */
+    GPURNN_ERR_FORMAT,              /* a file is not a valid checkpoint */
+    GPURNN_ERR_NUMERIC              /* a loss, gradient or update is not finite */
+} gpurnn_status;
+
+typedef enum { GPURNN_BACKEND_AUTO, GPURNN_BACKEND_CPU, GPURNN_BACKEND_CUDA } gpurnn_backend;
+typedef enum { GPURNN_F32, GPURNN_F64 } gpurnn_dtype;
+typedef enum { GPURNN_LOSS_SUM, GPURNN_LOSS_MEAN } gpurnn_loss_reduction;
+
+/* The five tensors, in the order they sit in the flat parameter buffer (row-major):
+ *   GPURNN_WXH  Wxh  (H, V)  offset 0
+ *   GPURNN_WHH  Whh  (H, H)  offset H*V
+ *   GPURNN_WHY  Why  (V, H)  offset H*V + H*H
+ *   GPURNN_BH   bh   (H)     offset H*V + H*H + V*H
+ *   GPURNN_BY   by   (V)     offset 2*H*V + H*H + H
+ * Gradients and optimizer state use the same layout. */
+typedef enum { GPURNN_WXH, GPURNN_WHH, GPURNN_WHY, GPURNN_BH, GPURNN_BY, GPURNN_NUM_TENSORS } gpurnn_tensor;
+
+/* An opaque model: its parameters, gradients, optimizer state, carried hidden state and
+ * the activations of its last forward pass, on one backend. */
+typedef struct gpurnn_model gpurnn_model;
+
+typedef struct gpurnn_config {
+    int vocab_size;                 /* V >= 1 */
+    int hidden_size;                /* H >= 1 */
+    int batch_size;                 /* B >= 1 */
+    int max_seq_len;                /* largest T accepted by gpurnn_forward, >= 1 */
+    gpurnn_dtype dtype;             /* storage and compute precision */
+    gpurnn_backend backend;         /* AUTO: CUDA when usable, else CPU */
+    gpurnn_loss_reduction reduction;
+    unsigned long long seed;        /* initial weights: N(0,1) * init_scale, biases 0 */
+    double init_scale;              /* 0 means the default, 0.01 */
+} gpurnn_config;
+
+/* Fills every field with its default: V = H = B = 0 (the caller must set them),
+ * max_seq_len 0 (must be set), F32, AUTO, LOSS_SUM, seed 0, init_scale 0.01.
+ * A zero-initialised struct has the same meaning. */
+GPURNN_API void gpurnn_config_init(gpurnn_config *cfg);
+
+/* Creates a model: parameters drawn from cfg->seed (the same values on every backend and
+ * dtype, up to the dtype's rounding), gradients, optimizer state and carried state zero.
+ * All memory the model will use during training is allocated here.
+ * *out is set only on success; destroy it with gpurnn_model_destroy.
+ * Errors: INVALID_ARGUMENT (NULL pointer, a size < 1, an unknown enum value, a negative
+ * or non-finite init_scale, or buffer sizes that overflow size_t), BACKEND_UNAVAILABLE
+ * (an explicit backend that cannot be used here; the message says why), OUT_OF_MEMORY
+ * (the message gives the bytes asked for), CUDA. */
+GPURNN_API gpurnn_status gpurnn_model_create(const gpurnn_config *cfg, gpurnn_model **out);
+
+/* Frees everything the model owns. NULL is allowed. */
+GPURNN_API void gpurnn_model_destroy(gpurnn_model *m);
+
+/* The backend the model runs on (CPU or CUDA; never AUTO). Returns AUTO for NULL. */
+GPURNN_API gpurnn_backend gpurnn_model_backend(const gpurnn_model *m);
+
+/* The model's configuration as resolved at creation (defaults filled in, backend
+ * resolved). Errors: INVALID_ARGUMENT for NULL. */
+GPURNN_API gpurnn_status gpurnn_model_config(const gpurnn_model *m, gpurnn_config *out);
+
+/* 1 if models can be created on backend b in this process, 0 otherwise.
+ * AUTO and CPU are always available. */
+GPURNN_API int gpurnn_backend_available(gpurnn_backend b);
+
+/* GPURNN_OK if backend b is usable here; otherwise BACKEND_UNAVAILABLE (or
+ * INVALID_ARGUMENT for an unknown value) with gpurnn_last_error() saying why, e.g.
+ * "CUDA backend: not built in (libgpurnn was configured without a CUDA compiler)".
+ * Use it to learn why AUTO resolved to the CPU. */
+GPURNN_API gpurnn_status gpurnn_backend_check(gpurnn_backend b);
+
+/* Number of parameters: 2HV + H^2 + H + V. 0 for NULL. */
+GPURNN_API size_t gpurnn_param_count(const gpurnn_model *m);
+/* Offset of tensor t in the flat buffer and its number of elements (see the table
+ * above). 0 for NULL or an unknown tensor. */
+GPURNN_API size_t gpurnn_tensor_offset(const gpurnn_model *m, gpurnn_tensor t);
+GPURNN_API size_t gpurnn_tensor_size(const gpurnn_model *m, gpurnn_tensor t);
+
+/* Host float64 views of the flat buffers, whatever the model's dtype.
+ * n must equal gpurnn_param_count(m); dst/src hold n values.
+ * params_set rejects non-finite values (INVALID_ARGUMENT naming the tensor and entry);
+ * it invalidates the last forward pass (backward then returns INVALID_STATE).
+ * Errors: INVALID_ARGUMENT (NULL, wrong n, non-finite value), CUDA. */
+GPURNN_API gpurnn_status gpurnn_params_get(const gpurnn_model *m, double *dst, size_t n);
+GPURNN_API gpurnn_status gpurnn_params_set(gpurnn_model *m, const double *src, size_t n);
+GPURNN_API gpurnn_status gpurnn_grads_get(const gpurnn_model *m, double *dst, size_t n);
+
+/* Carried hidden state: B*H values, sequence b's vector at [b*H, (b+1)*H).
+ * gpurnn_forward starts from it and leaves h_{T-1} there, as min-char-rnn's hprev
+ * (no gradient crosses calls). n must equal B*H; state_set rejects non-finite values.
+ * Errors: INVALID_ARGUMENT, CUDA. */
+GPURNN_API gpurnn_status gpurnn_state_get(const gpurnn_model *m, double *dst, size_t n);
+GPURNN_API gpurnn_status gpurnn_state_set(gpurnn_model *m, const double *src, size_t n);
+GPURNN_API gpurnn_status gpurnn_state_reset(gpurnn_model *m);   /* sets it to zero */
+
+/* One forward pass over T steps of B sequences.
+ * inputs, targets: host int32, time-major (T, B): the token of sequence b at step t is
+ * inputs[t*B + b]; every id must lie in [0, V). T in 1..max_seq_len.
+ * Writes the loss (sum or mean, per the config) to *loss, keeps the hidden states for
+ * gpurnn_backward, and leaves h_{T-1} in the carried state.
+ * Errors: INVALID_ARGUMENT (NULL, T out of range, a token out of range: the message
+ * names it, its t and b), NUMERIC (the loss is not finite; the carried state is then
+ * unchanged and there is no forward pass to backpropagate), CUDA. */
+GPURNN_API gpurnn_status gpurnn_forward(gpurnn_model *m, const int32_t *inputs, const int32_t *targets,
+                                        int T, double *loss);
+
+/* Adds d(loss of the last forward)/d(params) into the gradients (which accumulate until
+ * gpurnn_zero_grad). May be called more than once per forward (it adds again).
+ * Errors: INVALID_ARGUMENT (NULL), INVALID_STATE (no forward since creation, loading,
+ * gradcheck, or a change of the parameters by params_set or step), CUDA. */
+GPURNN_API gpurnn_status gpurnn_backward(gpurnn_model *m);
+
+/* Sets every gradient to zero. Errors: INVALID_ARGUMENT (NULL), CUDA. */
+GPURNN_API gpurnn_status gpurnn_zero_grad(gpurnn_model *m);
+
+/* Clamps each gradient entry to [-limit, limit]; limit must be finite and >= 0.
+ * Errors: INVALID_ARGUMENT, CUDA. */
+GPURNN_API gpurnn_status gpurnn_clip_grad_value(gpurnn_model *m, double limit);
+
+/* Global L2 norm over every gradient entry; when it exceeds max_norm the gradients are
+ * scaled by max_norm / (norm + 1e-6), as torch.nn.utils.clip_grad_norm_ does.
+ * *norm_before (may be NULL) receives the norm before clipping.
+ * max_norm must be finite and >= 0.
+ * Errors: INVALID_ARGUMENT, NUMERIC (the norm is not finite; nothing is scaled), CUDA. */
+GPURNN_API gpurnn_status gpurnn_clip_grad_norm(gpurnn_model *m, double max_norm, double *norm_before);
+
+typedef enum { GPURNN_SGD, GPURNN_ADAGRAD, GPURNN_ADAM } gpurnn_optimizer_kind;
+typedef struct gpurnn_optimizer {        /* a zero beta1, beta2 or eps means its default */
+    gpurnn_optimizer_kind kind;
+    double learning_rate;           /* >= 0 */
+    double momentum;                /* SGD: v = momentum*v + g; p -= lr*v. In [0, 1) */
+    double beta1, beta2;            /* Adam (Kingma & Ba, bias-corrected): 0.9, 0.999 */
+    double eps;                     /* 1e-8. Adagrad: mem += g*g; p -= lr*g/sqrt(mem + eps).
+                                       Adam: p -= lr*m_hat/(sqrt(v_hat) + eps) */
+} gpurnn_optimizer;
+
+/* One optimizer update of every parameter from the current gradients (which it leaves
+ * as they are). The optimizer state (SGD velocity, Adagrad memory, Adam moments and
+ * step count) belongs to the kind of the first step after creation or
+ * gpurnn_optimizer_reset; a step of another kind is refused.
+ * The update is all or nothing: if a gradient or a new value would not be finite, no
+ * parameter or state changes.
+ * Errors: INVALID_ARGUMENT (NULL, unknown kind, negative or non-finite learning rate,
+ * momentum outside [0, 1), beta outside [0, 1), negative eps, a kind other than the
+ * state's), NUMERIC (names the tensor and entry), CUDA. */
+GPURNN_API gpurnn_status gpurnn_step(gpurnn_model *m, const gpurnn_optimizer *opt);
+
+/* Clears the optimizer state (and Adam's step count) so that a new kind may be used.
+ * Errors: INVALID_ARGUMENT (NULL), CUDA. */
+GPURNN_API gpurnn_status gpurnn_optimizer_reset(gpurnn_model *m);
+
+typedef struct gpurnn_gradcheck_result {
+    double max_rel_error[GPURNN_NUM_TENSORS];  /* |a-n| / max(|a|,|n|), 0 when both are 0 */
+    int checked[GPURNN_NUM_TENSORS];           /* entries compared per tensor */
+} gpurnn_gradcheck_result;
+
+/* Compares backpropagated gradients with central differences (L(w+eps) - L(w-eps)) /
+ * (w+ - w-), where w+ and w- are the perturbed values as stored in the model's dtype.
+ * Both start from the current carried state. For each tensor, min(samples_per_tensor,
+ * size) entries are compared: every entry when the tensor has at most that many,
+ * otherwise entries drawn (with replacement) from seed.
+ * Leaves parameters, gradients and carried state as they were; the last forward pass is
+ * used up (backward afterwards returns INVALID_STATE).
+ * Errors: INVALID_ARGUMENT (NULL, T or a token out of range, eps not finite and > 0,
+ * samples_per_tensor < 1), NUMERIC, CUDA. */
+GPURNN_API gpurnn_status gpurnn_gradcheck(gpurnn_model *m, const int32_t *inputs, const int32_t *targets,
+                                          int T, double eps, int samples_per_tensor,
+                                          unsigned long long seed, gpurnn_gradcheck_result *out);
+
+/* Feeds first_token, then each drawn token, starting from sequence 0's carried state;
+ * writes the n tokens drawn to out[0..n-1]; p ∝ exp(y/temperature), temperature 0 =
+ * argmax (the lowest id among ties). The same seed gives the same tokens.
+ * Leaves the training state (carried state, activations, gradients) alone.
+ * Errors: INVALID_ARGUMENT (NULL, first_token outside [0, V), n < 1, temperature
+ * negative or not finite), NUMERIC, CUDA. */
+GPURNN_API gpurnn_status gpurnn_sample(gpurnn_model *m, int32_t first_token, int n, double temperature,
+                                       unsigned long long seed, int32_t *out);
+
+/* Writes a checkpoint (format: docs/checkpoint-format.md): configuration, parameters,
+ * optimizer state and carried state, with a CRC-64 over every byte. The file is written
+ * beside path under a temporary name, flushed to disk and renamed over path, so a crash
+ * leaves either the old or the new file. Errors: INVALID_ARGUMENT, IO (names the path
+ * and the system's reason; an existing file at path is left intact), CUDA. */
+GPURNN_API gpurnn_status gpurnn_model_save(const gpurnn_model *m, const char *path);
+
+/* Creates a model from a checkpoint on the given backend (AUTO, CPU or CUDA, whatever
+ * wrote it). The file is fully validated (sizes, enum values, checksum) before the model
+ * is allocated. *out is set only on success.
+ * Errors: INVALID_ARGUMENT, IO, FORMAT (truncated, damaged, wrong version, absurd sizes:
+ * the message says which), BACKEND_UNAVAILABLE, OUT_OF_MEMORY, CUDA. */
+GPURNN_API gpurnn_status gpurnn_model_load(const char *path, gpurnn_backend backend, gpurnn_model **out);
+
+/* A static English name for a status ("GPURNN_ERR_FORMAT: ..."); never NULL. */
+GPURNN_API const char *gpurnn_status_string(gpurnn_status s);
+/* The message of this thread's last failed call ("" if none). Valid until the next
+ * call into the library from this thread. */
+GPURNN_API const char *gpurnn_last_error(void);
+/* "MAJOR.MINOR.PATCH". */
+GPURNN_API const char *gpurnn_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GPURNN_H */

@@ -1,0 +1,91 @@
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "error.h"
+#include "model.h"
+
+void gpurnn_config_init(gpurnn_config *cfg)
+{
+    if (!cfg) return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->dtype = GPURNN_F32;
+    cfg->backend = GPURNN_BACKEND_AUTO;
+    cfg->reduction = GPURNN_LOSS_SUM;
+    cfg->init_scale = 0.01;
+}
+
+static int mul_overflows(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > SIZE_MAX / a) return 1;
+    *out = a * b;
+    return 0;
+}
+
+static int add_overflows(size_t a, size_t b, size_t *out)
+{
+    if (b > SIZE_MAX - a) return 1;
+    *out = a + b;
+    return 0;
+}
+
+/* Every buffer any backend allocates must have a byte size that fits size_t; checking
+ * the largest ones here lets backends multiply freely. */
+static gpurnn_status check_sizes(const gpurnn_config *c)
+{
+    size_t V = (size_t)c->vocab_size, H = (size_t)c->hidden_size, B = (size_t)c->batch_size;
+    size_t T1 = (size_t)c->max_seq_len + 1;
+    size_t hv, hh, params, bytes, states, tokens;
+    int overflow = mul_overflows(H, V, &hv) || mul_overflows(H, H, &hh) ||
+                   add_overflows(hv, hv, &params) || add_overflows(params, hh, &params) ||
+                   add_overflows(params, H + V, &params) ||
+                   mul_overflows(params, 8 * sizeof(double), &bytes);
+    if (overflow)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "vocab_size = %d and hidden_size = %d give a parameter buffer whose size "
+                           "overflows size_t",
+                           c->vocab_size, c->hidden_size);
+    overflow = mul_overflows(T1, B, &states) || mul_overflows(states, H, &states) ||
+               mul_overflows(states, 2 * sizeof(double), &bytes) ||
+               mul_overflows(T1, B, &tokens) || mul_overflows(tokens, 4 * sizeof(double), &bytes) ||
+               mul_overflows(B, V, &bytes) || mul_overflows(bytes, 2 * sizeof(double), &bytes);
+    if (overflow)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "max_seq_len = %d, batch_size = %d, hidden_size = %d and vocab_size = %d "
+                           "give activation buffers whose size overflows size_t",
+                           c->max_seq_len, c->batch_size, c->hidden_size, c->vocab_size);
+    return GPURNN_OK;
+}
+
+gpurnn_status gpurnn_config_resolve(const gpurnn_config *in, gpurnn_config *out)
+{
+    if (!in) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "config is NULL");
+    gpurnn_config c = *in;
+    if (c.vocab_size < 1)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "vocab_size = %d must be >= 1", c.vocab_size);
+    if (c.hidden_size < 1)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "hidden_size = %d must be >= 1", c.hidden_size);
+    if (c.batch_size < 1)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "batch_size = %d must be >= 1", c.batch_size);
+    if (c.max_seq_len < 1)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "max_seq_len = %d must be >= 1", c.max_seq_len);
+    if (c.dtype != GPURNN_F32 && c.dtype != GPURNN_F64)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "dtype = %d is not GPURNN_F32 (0) or GPURNN_F64 (1)", (int)c.dtype);
+    if (c.backend != GPURNN_BACKEND_AUTO && c.backend != GPURNN_BACKEND_CPU &&
+        c.backend != GPURNN_BACKEND_CUDA)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "backend = %d is not GPURNN_BACKEND_AUTO, _CPU or _CUDA", (int)c.backend);
+    if (c.reduction != GPURNN_LOSS_SUM && c.reduction != GPURNN_LOSS_MEAN)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "reduction = %d is not GPURNN_LOSS_SUM (0) or GPURNN_LOSS_MEAN (1)",
+                           (int)c.reduction);
+    if (!isfinite(c.init_scale) || c.init_scale < 0)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "init_scale = %g must be finite and >= 0",
+                           c.init_scale);
+    if (c.init_scale == 0) c.init_scale = 0.01;
+    gpurnn_status s = check_sizes(&c);
+    if (s != GPURNN_OK) return s;
+    *out = c;
+    return GPURNN_OK;
+}

@@ -1,0 +1,73 @@
+#include <math.h>
+#include <stdlib.h>
+
+#include "../error.h"
+#include "../rng.h"
+#include "cpu_common.h"
+
+extern const gpurnn_backend_ops gpurnn_cpu_ops_f32;
+extern const gpurnn_backend_ops gpurnn_cpu_ops_f64;
+
+const gpurnn_backend_ops *gpurnn_cpu_backend(gpurnn_dtype dtype)
+{
+    return dtype == GPURNN_F64 ? &gpurnn_cpu_ops_f64 : &gpurnn_cpu_ops_f32;
+}
+
+size_t gpurnn_cpu_block_count(size_t n) { return (n + GPURNN_CPU_BLOCK - 1) / GPURNN_CPU_BLOCK; }
+
+int gpurnn_cpu_chunk_steps(int V, int H, int B, int max_T)
+{
+    const size_t budget = (size_t)1 << 18; /* elements in the larger chunk buffer */
+    size_t width = (size_t)B * (size_t)(V > H ? V : H);
+    size_t steps = budget / width;
+    if (steps < 1) steps = 1;
+    if (steps > (size_t)max_T) steps = (size_t)max_T;
+    return (int)steps;
+}
+
+gpurnn_status gpurnn_cpu_allocate_all(const gpurnn_cpu_allocation *table, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        size_t n = table[i].count ? table[i].count : 1;
+        *table[i].slot = calloc(n, table[i].elem_size);
+        if (!*table[i].slot)
+            return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes for the %s",
+                               n * table[i].elem_size, table[i].what);
+    }
+    return GPURNN_OK;
+}
+
+gpurnn_status gpurnn_cpu_draw(double *y, int V, double temperature, uint64_t seed, uint64_t k,
+                              int32_t *token)
+{
+    int best = 0;
+    for (int v = 0; v < V; v++) {
+        if (!isfinite(y[v]))
+            return gpurnn_fail(GPURNN_ERR_NUMERIC, "logit %d of draw %llu is %g", v,
+                               (unsigned long long)k, y[v]);
+        if (y[v] > y[best]) best = v;
+    }
+    if (temperature == 0) {
+        *token = best;
+        return GPURNN_OK;
+    }
+    double max = y[best], total = 0;
+    for (int v = 0; v < V; v++) {
+        y[v] = exp((y[v] - max) / temperature);
+        total += y[v];
+    }
+    double u = gpurnn_uniform(seed, GPURNN_STREAM_SAMPLE, k) * total;
+    double cumulative = 0;
+    for (int v = 0; v < V; v++) {
+        cumulative += y[v];
+        if (u < cumulative) {
+            *token = v;
+            return GPURNN_OK;
+        }
+    }
+    /* u can round up to total: take the last token with any weight. */
+    int last = V - 1;
+    while (last > 0 && y[last] == 0) last--;
+    *token = last;
+    return GPURNN_OK;
+}

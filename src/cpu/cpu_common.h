@@ -1,0 +1,37 @@
+/* What the two precisions of the CPU backend share. */
+#ifndef GPURNN_CPU_COMMON_H
+#define GPURNN_CPU_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../backend.h"
+
+/* Below this many elements a loop runs on one thread: forking costs more than it saves. */
+#define GPURNN_CPU_PARALLEL_MIN ((size_t)16384)
+/* Flat-buffer reductions sum fixed blocks, then the blocks in order, so the result does
+ * not depend on the number of threads. */
+#define GPURNN_CPU_BLOCK ((size_t)4096)
+
+size_t gpurnn_cpu_block_count(size_t n);
+
+/* Time steps per output-layer chunk: enough rows for efficient GEMMs, few enough that the
+ * (rows, V) and (rows, H) chunk buffers stay small whatever T is. */
+int gpurnn_cpu_chunk_steps(int V, int H, int B, int max_T);
+
+typedef struct {
+    void **slot;
+    size_t count, elem_size;
+    const char *what;
+} gpurnn_cpu_allocation;
+
+/* Zero-filled allocations; on failure frees nothing (the caller's destroy does) and
+ * reports the bytes asked for. */
+gpurnn_status gpurnn_cpu_allocate_all(const gpurnn_cpu_allocation *table, size_t count);
+
+/* Draws token index from logits y (V) with p ∝ exp(y / temperature), the uniform number
+ * for draw k of seed; temperature 0 takes the first maximum. */
+gpurnn_status gpurnn_cpu_draw(double *y, int V, double temperature, uint64_t seed, uint64_t k,
+                              int32_t *token);
+
+#endif

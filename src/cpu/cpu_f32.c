@@ -1,0 +1,14 @@
+/* The CPU backend in float32. */
+#include <cblas.h>
+
+#define REAL float
+#define SFX f32
+#define CBLAS_GEMM cblas_sgemm
+#define CBLAS_GEMV cblas_sgemv
+#define TANH tanhf
+#define EXP expf
+#define FN_SGD gpurnn_sgd_update_f32
+#define FN_ADAGRAD gpurnn_adagrad_update_f32
+#define FN_ADAM gpurnn_adam_update_f32
+#define FN_TANH_BACKWARD gpurnn_tanh_backward_f32
+#include "cpu_impl.h"

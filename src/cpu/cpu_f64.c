@@ -1,0 +1,14 @@
+/* The CPU backend in float64. */
+#include <cblas.h>
+
+#define REAL double
+#define SFX f64
+#define CBLAS_GEMM cblas_dgemm
+#define CBLAS_GEMV cblas_dgemv
+#define TANH tanh
+#define EXP exp
+#define FN_SGD gpurnn_sgd_update_f64
+#define FN_ADAGRAD gpurnn_adagrad_update_f64
+#define FN_ADAM gpurnn_adam_update_f64
+#define FN_TANH_BACKWARD gpurnn_tanh_backward_f64
+#include "cpu_impl.h"

@@ -1,0 +1,449 @@
+/* The CPU backend, written once for both precisions. A file that includes this defines
+ *   REAL          float or double
+ *   SFX           f32 or f64 (suffix of every function defined here)
+ *   CBLAS_GEMM    cblas_sgemm or cblas_dgemm
+ *   CBLAS_GEMV    cblas_sgemv or cblas_dgemv
+ *   TANH, EXP     tanhf/expf or tanh/exp
+ * and gets the table CPU_OPS(SFX).
+ *
+ * Shapes are row-major and noted as (rows, cols). Time-major activations: hidden states
+ * hs (T+1, B, H) with hs[0] = h_{-1} (the carried state at forward time) and hs[t+1] = h_t,
+ * so the states of steps t0..t1-1 are the contiguous (rows = (t1-t0)*B, H) block at
+ * hs + (t0+1)*B*H, and their predecessors the block one step earlier.
+ *
+ * Determinism: no reduction depends on how many threads run it. Sums over rows go through
+ * BLAS or through fixed-size blocks summed in order. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../error.h"
+#include "../model.h"
+#include "../rng.h"
+#include "../update_math.h"
+#include "cpu_common.h"
+
+#define CPU_CAT2(a, b) a##_##b
+#define CPU_CAT(a, b) CPU_CAT2(a, b)
+#define FN(name) CPU_CAT(cpu_##name, SFX)
+#define CPU_OPS_NAME(sfx) CPU_CAT2(gpurnn_cpu_ops, sfx)
+
+typedef struct {
+    int V, H, B, max_T;
+    gpurnn_loss_reduction reduction;
+    size_t n;               /* parameter count */
+    REAL *params;           /* (n) flat layout */
+    REAL *grads;            /* (n) */
+    REAL *opt0, *opt1;      /* (n) each: optimizer slots */
+    REAL *state;            /* (B, H) carried hidden state */
+    REAL *hs;               /* (max_T + 1, B, H) */
+    int32_t *inputs;        /* (max_T, B) of the last forward */
+    int32_t *targets;       /* (max_T, B) */
+    double *row_lse;        /* (max_T, B) log-sum-exp of each output row */
+    int T;                  /* steps of the last forward */
+    int chunk_steps;        /* time steps per output-layer chunk */
+    REAL *logits;           /* (chunk_steps*B, V): logits, then dY */
+    REAL *dh;               /* (chunk_steps*B, H): dh_out, then dz */
+    REAL *dh_next;          /* (B, H) */
+    REAL *ones;             /* (chunk_steps*B) for column sums through gemv */
+    double *row_loss;       /* (chunk_steps*B) */
+    double *block_sums;     /* (blocks of the flat buffer) */
+    REAL *sample_h;         /* (2, H): sampling keeps away from the training buffers */
+    double *sample_y;       /* (V) */
+    REAL *sample_logits;    /* (V) */
+} FN(ctx);
+
+typedef FN(ctx) cpu_ctx;
+
+static REAL *FN(buffer)(cpu_ctx *c, gpurnn_buffer buf, size_t *count)
+{
+    switch (buf) {
+    case GPURNN_BUF_PARAMS: *count = c->n; return c->params;
+    case GPURNN_BUF_GRADS: *count = c->n; return c->grads;
+    case GPURNN_BUF_OPT0: *count = c->n; return c->opt0;
+    case GPURNN_BUF_OPT1: *count = c->n; return c->opt1;
+    case GPURNN_BUF_STATE: *count = (size_t)c->B * (size_t)c->H; return c->state;
+    default: *count = 0; return NULL;
+    }
+}
+
+/* Views of the five tensors inside a flat buffer. */
+#define WXH(p, c) ((p))                                                          /* (H, V) */
+#define WHH(p, c) ((p) + (size_t)(c)->H * (c)->V)                                /* (H, H) */
+#define WHY(p, c) ((p) + (size_t)(c)->H * (c)->V + (size_t)(c)->H * (c)->H)      /* (V, H) */
+#define BH(p, c) ((p) + 2 * (size_t)(c)->H * (c)->V + (size_t)(c)->H * (c)->H)   /* (H) */
+#define BY(p, c) (BH(p, c) + (c)->H)                                             /* (V) */
+
+static void FN(destroy)(void *ctx)
+{
+    cpu_ctx *c = ctx;
+    if (!c) return;
+    void *owned[] = {c->params,  c->grads,   c->opt0,       c->opt1,     c->state,
+                     c->hs,      c->inputs,  c->targets,    c->row_lse,  c->logits,
+                     c->dh,      c->dh_next, c->ones,       c->row_loss, c->block_sums,
+                     c->sample_h, c->sample_y, c->sample_logits};
+    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) free(owned[i]);
+    free(c);
+}
+
+static gpurnn_status FN(create)(const gpurnn_config *cfg, void **out)
+{
+    cpu_ctx *c = calloc(1, sizeof *c);
+    if (!c) return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes", sizeof *c);
+    c->V = cfg->vocab_size;
+    c->H = cfg->hidden_size;
+    c->B = cfg->batch_size;
+    c->max_T = cfg->max_seq_len;
+    c->reduction = cfg->reduction;
+    c->n = gpurnn_layout_param_count((size_t)c->V, (size_t)c->H);
+    c->chunk_steps = gpurnn_cpu_chunk_steps(c->V, c->H, c->B, c->max_T);
+    size_t V = (size_t)c->V, H = (size_t)c->H, B = (size_t)c->B, T = (size_t)c->max_T;
+    size_t rows = (size_t)c->chunk_steps * B;
+    gpurnn_cpu_allocation table[] = {
+        {(void **)&c->params, c->n, sizeof(REAL), "parameters"},
+        {(void **)&c->grads, c->n, sizeof(REAL), "gradients"},
+        {(void **)&c->opt0, c->n, sizeof(REAL), "optimizer state"},
+        {(void **)&c->opt1, c->n, sizeof(REAL), "optimizer state"},
+        {(void **)&c->state, B * H, sizeof(REAL), "carried state"},
+        {(void **)&c->hs, (T + 1) * B * H, sizeof(REAL), "hidden states"},
+        {(void **)&c->inputs, T * B, sizeof(int32_t), "inputs"},
+        {(void **)&c->targets, T * B, sizeof(int32_t), "targets"},
+        {(void **)&c->row_lse, T * B, sizeof(double), "output log-sum-exps"},
+        {(void **)&c->logits, rows * V, sizeof(REAL), "output chunk"},
+        {(void **)&c->dh, rows * H, sizeof(REAL), "hidden gradient chunk"},
+        {(void **)&c->dh_next, B * H, sizeof(REAL), "recurrent gradient"},
+        {(void **)&c->ones, rows, sizeof(REAL), "ones"},
+        {(void **)&c->row_loss, rows, sizeof(double), "row losses"},
+        {(void **)&c->block_sums, gpurnn_cpu_block_count(c->n), sizeof(double), "partial sums"},
+        {(void **)&c->sample_h, 2 * H, sizeof(REAL), "sampling state"},
+        {(void **)&c->sample_y, V, sizeof(double), "sampling weights"},
+        {(void **)&c->sample_logits, V, sizeof(REAL), "sampling logits"},
+    };
+    gpurnn_status s = gpurnn_cpu_allocate_all(table, sizeof table / sizeof table[0]);
+    if (s != GPURNN_OK) {
+        FN(destroy)(c);
+        return s;
+    }
+    for (size_t r = 0; r < rows; r++) c->ones[r] = 1;
+    *out = c;
+    return GPURNN_OK;
+}
+
+static gpurnn_status FN(read)(void *ctx, gpurnn_buffer buf, size_t offset, size_t n, double *dst)
+{
+    size_t count;
+    const REAL *src = FN(buffer)(ctx, buf, &count) + offset;
+    for (size_t i = 0; i < n; i++) dst[i] = (double)src[i];
+    return GPURNN_OK;
+}
+
+static gpurnn_status FN(write)(void *ctx, gpurnn_buffer buf, size_t offset, size_t n, const double *src)
+{
+    size_t count;
+    REAL *dst = FN(buffer)(ctx, buf, &count) + offset;
+    for (size_t i = 0; i < n; i++) dst[i] = (REAL)src[i];
+    return GPURNN_OK;
+}
+
+static gpurnn_status FN(fill_zero)(void *ctx, gpurnn_buffer buf)
+{
+    size_t count;
+    REAL *dst = FN(buffer)(ctx, buf, &count);
+    memset(dst, 0, count * sizeof(REAL));
+    return GPURNN_OK;
+}
+
+/* out (B, H) = prev (B, H) · Whh^T: the one recurrent product of a forward step. */
+static void FN(recurrent_product)(const cpu_ctx *c, const REAL *prev, REAL *out)
+{
+    const REAL *Whh = WHH(c->params, c);
+    if (c->B == 1)
+        CBLAS_GEMV(CblasRowMajor, CblasNoTrans, c->H, c->H, 1, Whh, c->H, prev, 1, 0, out, 1);
+    else
+        CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, c->B, c->H, c->H, 1, prev, c->H, Whh,
+                   c->H, 0, out, c->H);
+}
+
+/* out (B, H) = dz (B, H) · Whh: dh_next = Whh^T dz for every sequence. */
+static void FN(recurrent_product_backward)(const cpu_ctx *c, const REAL *dz, REAL *out)
+{
+    const REAL *Whh = WHH(c->params, c);
+    if (c->B == 1)
+        CBLAS_GEMV(CblasRowMajor, CblasTrans, c->H, c->H, 1, Whh, c->H, dz, 1, 0, out, 1);
+    else
+        CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->B, c->H, c->H, 1, dz, c->H, Whh,
+                   c->H, 0, out, c->H);
+}
+
+/* logits (rows, V) = h (rows, H) · Why^T; the bias is added by the caller's row pass. */
+static void FN(output_product)(const cpu_ctx *c, const REAL *h, int rows)
+{
+    CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, rows, c->V, c->H, 1, h, c->H,
+               WHY(c->params, c), c->H, 0, c->logits, c->V);
+}
+
+static gpurnn_status FN(forward)(void *ctx, const int32_t *inputs, const int32_t *targets, int T,
+                                 double *loss)
+{
+    cpu_ctx *c = ctx;
+    const int V = c->V, H = c->H, B = c->B;
+    const size_t step = (size_t)B * H;
+    const REAL *Wxh = WXH(c->params, c), *bh = BH(c->params, c), *by = BY(c->params, c);
+    memcpy(c->inputs, inputs, (size_t)T * B * sizeof(int32_t));
+    memcpy(c->targets, targets, (size_t)T * B * sizeof(int32_t));
+    memcpy(c->hs, c->state, step * sizeof(REAL));
+    c->T = T;
+
+    for (int t = 0; t < T; t++) {
+        const REAL *prev = c->hs + (size_t)t * step;
+        REAL *cur = c->hs + (size_t)(t + 1) * step;
+        const int32_t *x = c->inputs + (size_t)t * B;
+        FN(recurrent_product)(c, prev, cur);
+#pragma omp parallel for collapse(2) schedule(static) if (step >= GPURNN_CPU_PARALLEL_MIN)
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < H; i++) {
+                REAL *z = &cur[(size_t)b * H + i];
+                *z = TANH(*z + Wxh[(size_t)i * V + x[b]] + bh[i]);
+            }
+    }
+
+    double total = 0;
+    for (int t0 = 0; t0 < T; t0 += c->chunk_steps) {
+        int steps = T - t0 < c->chunk_steps ? T - t0 : c->chunk_steps;
+        int rows = steps * B;
+        FN(output_product)(c, c->hs + (size_t)(t0 + 1) * step, rows);
+        const int32_t *tgt = c->targets + (size_t)t0 * B;
+        double *lse_out = c->row_lse + (size_t)t0 * B;
+#pragma omp parallel for schedule(static) if ((size_t)rows * V >= GPURNN_CPU_PARALLEL_MIN)
+        for (int r = 0; r < rows; r++) {
+            REAL *y = c->logits + (size_t)r * V;
+            REAL max = y[0] + by[0];
+            for (int v = 0; v < V; v++) {
+                y[v] += by[v];
+                if (y[v] > max) max = y[v];
+            }
+            double sum = 0;
+            for (int v = 0; v < V; v++) sum += (double)EXP(y[v] - max);
+            double lse = (double)max + log(sum);
+            lse_out[r] = lse;
+            c->row_loss[r] = lse - (double)y[tgt[r]];
+        }
+        for (int r = 0; r < rows; r++) total += c->row_loss[r];
+    }
+    if (c->reduction == GPURNN_LOSS_MEAN) total /= (double)T * (double)B;
+    if (!isfinite(total))
+        return gpurnn_fail(GPURNN_ERR_NUMERIC,
+                           "the loss is %g (the parameters or carried state are too large); the "
+                           "carried state was not changed",
+                           total);
+    memcpy(c->state, c->hs + (size_t)T * step, step * sizeof(REAL));
+    *loss = total;
+    return GPURNN_OK;
+}
+
+/* dWxh[:, x_r] += dz_r for every row, in row order: a scatter-add by token that gives the
+ * same bits on every run. Threads own disjoint blocks of hidden units. */
+static void FN(scatter_input_gradient)(const cpu_ctx *c, const REAL *dz, const int32_t *tokens,
+                                       int rows, REAL *dWxh)
+{
+    const int V = c->V, H = c->H;
+    enum { UNITS = 64 };
+    int blocks = (H + UNITS - 1) / UNITS;
+#pragma omp parallel for schedule(static) if ((size_t)rows * H >= GPURNN_CPU_PARALLEL_MIN)
+    for (int blk = 0; blk < blocks; blk++) {
+        int i0 = blk * UNITS, i1 = i0 + UNITS < H ? i0 + UNITS : H;
+        for (int r = 0; r < rows; r++) {
+            const REAL *row = dz + (size_t)r * H;
+            REAL *col = dWxh + tokens[r];
+            for (int i = i0; i < i1; i++) col[(size_t)i * V] += row[i];
+        }
+    }
+}
+
+static gpurnn_status FN(backward)(void *ctx)
+{
+    cpu_ctx *c = ctx;
+    const int V = c->V, H = c->H, B = c->B, T = c->T;
+    const size_t step = (size_t)B * H;
+    const REAL *Why = WHY(c->params, c), *by = BY(c->params, c);
+    REAL *dWxh = WXH(c->grads, c), *dWhh = WHH(c->grads, c), *dWhy = WHY(c->grads, c);
+    REAL *dbh = BH(c->grads, c), *dby = BY(c->grads, c);
+    const REAL scale = c->reduction == GPURNN_LOSS_MEAN ? (REAL)(1.0 / ((double)T * B)) : (REAL)1;
+    memset(c->dh_next, 0, step * sizeof(REAL));
+
+    /* Chunks of time from the last to the first, so the recurrence runs backwards through
+     * each chunk right after its output-layer gradients are known. */
+    int last_t0 = ((T - 1) / c->chunk_steps) * c->chunk_steps;
+    for (int t0 = last_t0; t0 >= 0; t0 -= c->chunk_steps) {
+        int steps = T - t0 < c->chunk_steps ? T - t0 : c->chunk_steps;
+        int rows = steps * B;
+        const REAL *h = c->hs + (size_t)(t0 + 1) * step;     /* (rows, H): h_t0 .. */
+        const REAL *h_prev = c->hs + (size_t)t0 * step;      /* (rows, H): h_{t0-1} .. */
+        const int32_t *tgt = c->targets + (size_t)t0 * B;
+        const double *lse = c->row_lse + (size_t)t0 * B;
+
+        /* dY (rows, V) = softmax(Y) - onehot(target), times 1/(T*B) for MEAN */
+        FN(output_product)(c, h, rows);
+#pragma omp parallel for schedule(static) if ((size_t)rows * V >= GPURNN_CPU_PARALLEL_MIN)
+        for (int r = 0; r < rows; r++) {
+            REAL *y = c->logits + (size_t)r * V;
+            REAL shift = (REAL)lse[r];
+            for (int v = 0; v < V; v++) y[v] = EXP(y[v] + by[v] - shift) * scale;
+            y[tgt[r]] -= scale;
+        }
+        /* dby += colsum(dY); dWhy (V, H) += dY^T · h; dh_out (rows, H) = dY · Why */
+        CBLAS_GEMV(CblasRowMajor, CblasTrans, rows, V, 1, c->logits, V, c->ones, 1, 1, dby, 1);
+        CBLAS_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, V, H, rows, 1, c->logits, V, h, H, 1,
+                   dWhy, H);
+        CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, H, V, 1, c->logits, V, Why, H,
+                   0, c->dh, H);
+
+        /* The recurrence: dz_t = (1 - h_t^2) ⊙ (dh_out_t + dh_next), in place over dh_out. */
+        for (int t = t0 + steps - 1; t >= t0; t--) {
+            REAL *dz = c->dh + (size_t)(t - t0) * step;
+            const REAL *ht = c->hs + (size_t)(t + 1) * step;
+#pragma omp parallel for schedule(static) if (step >= GPURNN_CPU_PARALLEL_MIN)
+            for (size_t k = 0; k < step; k++)
+                dz[k] = FN_TANH_BACKWARD(ht[k], dz[k] + c->dh_next[k]);
+            if (t > 0) FN(recurrent_product_backward)(c, dz, c->dh_next);
+        }
+
+        /* dWhh (H, H) += dZ^T · h_prev; dbh += colsum(dZ); dWxh[:, x] += dz */
+        CBLAS_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, H, H, rows, 1, c->dh, H, h_prev, H, 1,
+                   dWhh, H);
+        CBLAS_GEMV(CblasRowMajor, CblasTrans, rows, H, 1, c->dh, H, c->ones, 1, 1, dbh, 1);
+        FN(scatter_input_gradient)(c, c->dh, c->inputs + (size_t)t0 * B, rows, dWxh);
+    }
+    return GPURNN_OK;
+}
+
+static gpurnn_status FN(grad_sumsq)(void *ctx, double *sumsq)
+{
+    cpu_ctx *c = ctx;
+    size_t blocks = gpurnn_cpu_block_count(c->n);
+#pragma omp parallel for schedule(static) if (c->n >= GPURNN_CPU_PARALLEL_MIN)
+    for (size_t blk = 0; blk < blocks; blk++) {
+        size_t i0 = blk * GPURNN_CPU_BLOCK, i1 = i0 + GPURNN_CPU_BLOCK < c->n ? i0 + GPURNN_CPU_BLOCK : c->n;
+        double s = 0;
+        for (size_t i = i0; i < i1; i++) s += (double)c->grads[i] * (double)c->grads[i];
+        c->block_sums[blk] = s;
+    }
+    double total = 0;
+    for (size_t blk = 0; blk < blocks; blk++) total += c->block_sums[blk];
+    *sumsq = total;
+    return GPURNN_OK;
+}
+
+static gpurnn_status FN(grad_scale)(void *ctx, double factor)
+{
+    cpu_ctx *c = ctx;
+    const REAL f = (REAL)factor;
+#pragma omp parallel for schedule(static) if (c->n >= GPURNN_CPU_PARALLEL_MIN)
+    for (size_t i = 0; i < c->n; i++) c->grads[i] *= f;
+    return GPURNN_OK;
+}
+
+static gpurnn_status FN(grad_clamp)(void *ctx, double limit)
+{
+    cpu_ctx *c = ctx;
+    const REAL hi = (REAL)limit, lo = -hi;
+#pragma omp parallel for schedule(static) if (c->n >= GPURNN_CPU_PARALLEL_MIN)
+    for (size_t i = 0; i < c->n; i++) {
+        REAL g = c->grads[i];
+        c->grads[i] = g > hi ? hi : (g < lo ? lo : g); /* NaN stays NaN */
+    }
+    return GPURNN_OK;
+}
+
+/* Applies the rule to element i into (p, s0, s1); returns nonzero if any result or the
+ * gradient is not finite. */
+static int FN(update_element)(const gpurnn_update_rule *rule, REAL g, REAL *p, REAL *s0, REAL *s1)
+{
+    switch (rule->kind) {
+    case GPURNN_SGD:
+        FN_SGD(p, s0, g, (REAL)rule->learning_rate, (REAL)rule->momentum);
+        break;
+    case GPURNN_ADAGRAD:
+        FN_ADAGRAD(p, s0, g, (REAL)rule->learning_rate, (REAL)rule->eps);
+        break;
+    case GPURNN_ADAM:
+        FN_ADAM(p, s0, s1, g, (REAL)rule->learning_rate, (REAL)rule->beta1, (REAL)rule->beta2,
+                (REAL)rule->eps, (REAL)rule->bias_correction1, (REAL)rule->bias_correction2);
+        break;
+    }
+    return !(isfinite(g) && isfinite(*p) && isfinite(*s0) && isfinite(*s1));
+}
+
+/* Two passes so the update is all or nothing: the first computes every new value without
+ * storing it and finds the first one that is not finite; the second stores. */
+static gpurnn_status FN(step)(void *ctx, const gpurnn_update_rule *rule, size_t *bad_index)
+{
+    cpu_ctx *c = ctx;
+    size_t blocks = gpurnn_cpu_block_count(c->n);
+    double *first_bad = c->block_sums; /* per block: the first bad index, or n */
+#pragma omp parallel for schedule(static) if (c->n >= GPURNN_CPU_PARALLEL_MIN)
+    for (size_t blk = 0; blk < blocks; blk++) {
+        size_t i0 = blk * GPURNN_CPU_BLOCK, i1 = i0 + GPURNN_CPU_BLOCK < c->n ? i0 + GPURNN_CPU_BLOCK : c->n;
+        first_bad[blk] = (double)c->n;
+        for (size_t i = i0; i < i1; i++) {
+            REAL p = c->params[i], s0 = c->opt0[i], s1 = c->opt1[i];
+            if (FN(update_element)(rule, c->grads[i], &p, &s0, &s1)) {
+                first_bad[blk] = (double)i;
+                break;
+            }
+        }
+    }
+    for (size_t blk = 0; blk < blocks; blk++) {
+        if (first_bad[blk] < (double)c->n) {
+            *bad_index = (size_t)first_bad[blk];
+            return GPURNN_ERR_NUMERIC;
+        }
+    }
+#pragma omp parallel for schedule(static) if (c->n >= GPURNN_CPU_PARALLEL_MIN)
+    for (size_t i = 0; i < c->n; i++)
+        FN(update_element)(rule, c->grads[i], &c->params[i], &c->opt0[i], &c->opt1[i]);
+    return GPURNN_OK;
+}
+
+static gpurnn_status FN(sample)(void *ctx, int32_t first_token, int n, double temperature,
+                                unsigned long long seed, int32_t *out)
+{
+    cpu_ctx *c = ctx;
+    const int V = c->V, H = c->H;
+    const REAL *Wxh = WXH(c->params, c), *Whh = WHH(c->params, c), *Why = WHY(c->params, c);
+    const REAL *bh = BH(c->params, c), *by = BY(c->params, c);
+    REAL *h = c->sample_h, *next = c->sample_h + H, *y = c->sample_logits;
+    memcpy(h, c->state, (size_t)H * sizeof(REAL)); /* sequence 0 */
+    int32_t x = first_token;
+    for (int k = 0; k < n; k++) {
+        CBLAS_GEMV(CblasRowMajor, CblasNoTrans, H, H, 1, Whh, H, h, 1, 0, next, 1);
+        for (int i = 0; i < H; i++) next[i] = TANH(next[i] + Wxh[(size_t)i * V + x] + bh[i]);
+        REAL *swap = h;
+        h = next;
+        next = swap;
+        CBLAS_GEMV(CblasRowMajor, CblasNoTrans, V, H, 1, Why, H, h, 1, 0, y, 1);
+        for (int v = 0; v < V; v++) y[v] += by[v];
+        for (int v = 0; v < V; v++) c->sample_y[v] = (double)y[v];
+        gpurnn_status s = gpurnn_cpu_draw(c->sample_y, V, temperature, seed, (uint64_t)k, &x);
+        if (s != GPURNN_OK) return s;
+        out[k] = x;
+    }
+    return GPURNN_OK;
+}
+
+const gpurnn_backend_ops CPU_OPS_NAME(SFX) = {
+    .name = "cpu",
+    .create = FN(create),
+    .destroy = FN(destroy),
+    .read = FN(read),
+    .write = FN(write),
+    .fill_zero = FN(fill_zero),
+    .forward = FN(forward),
+    .backward = FN(backward),
+    .grad_sumsq = FN(grad_sumsq),
+    .grad_scale = FN(grad_scale),
+    .grad_clamp = FN(grad_clamp),
+    .step = FN(step),
+    .sample = FN(sample),
+};

@@ -1,0 +1,140 @@
+/* Central-difference gradient check. It saves what it disturbs (parameters, gradients,
+ * carried state) in host float64, which holds float32 and float64 values exactly, and
+ * writes them back bit for bit at the end, on success and on failure alike. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "model.h"
+#include "rng.h"
+
+typedef struct {
+    double *params, *grads, *state;
+} saved_buffers;
+
+static void free_saved(saved_buffers *saved)
+{
+    free(saved->params);
+    free(saved->grads);
+    free(saved->state);
+}
+
+static gpurnn_status save_buffers(const gpurnn_model *m, saved_buffers *saved)
+{
+    saved->params = malloc(m->param_count * sizeof(double));
+    saved->grads = malloc(m->param_count * sizeof(double));
+    saved->state = malloc(m->state_count * sizeof(double));
+    if (!saved->params || !saved->grads || !saved->state) {
+        free_saved(saved);
+        return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY,
+                           "cannot allocate %zu bytes to save the model's buffers",
+                           (2 * m->param_count + m->state_count) * sizeof(double));
+    }
+    gpurnn_status s = m->ops->read(m->ctx, GPURNN_BUF_PARAMS, 0, m->param_count, saved->params);
+    if (s == GPURNN_OK) s = m->ops->read(m->ctx, GPURNN_BUF_GRADS, 0, m->param_count, saved->grads);
+    if (s == GPURNN_OK) s = m->ops->read(m->ctx, GPURNN_BUF_STATE, 0, m->state_count, saved->state);
+    if (s != GPURNN_OK) free_saved(saved);
+    return s;
+}
+
+static gpurnn_status restore_buffers(gpurnn_model *m, const saved_buffers *saved)
+{
+    gpurnn_status s = m->ops->write(m->ctx, GPURNN_BUF_PARAMS, 0, m->param_count, saved->params);
+    gpurnn_status s2 = m->ops->write(m->ctx, GPURNN_BUF_GRADS, 0, m->param_count, saved->grads);
+    gpurnn_status s3 = m->ops->write(m->ctx, GPURNN_BUF_STATE, 0, m->state_count, saved->state);
+    return s != GPURNN_OK ? s : (s2 != GPURNN_OK ? s2 : s3);
+}
+
+/* Loss from the saved carried state with parameter i set to value; reports the value as
+ * stored (rounded to the model's dtype) through *stored. */
+static gpurnn_status loss_at(gpurnn_model *m, const saved_buffers *saved, const int32_t *inputs,
+                             const int32_t *targets, int T, size_t i, double value, double *stored,
+                             double *loss)
+{
+    gpurnn_status s = m->ops->write(m->ctx, GPURNN_BUF_PARAMS, i, 1, &value);
+    if (s == GPURNN_OK) s = m->ops->read(m->ctx, GPURNN_BUF_PARAMS, i, 1, stored);
+    if (s == GPURNN_OK) s = m->ops->write(m->ctx, GPURNN_BUF_STATE, 0, m->state_count, saved->state);
+    if (s == GPURNN_OK) s = m->ops->forward(m->ctx, inputs, targets, T, loss);
+    return s;
+}
+
+static gpurnn_status run_check(gpurnn_model *m, const saved_buffers *saved, const int32_t *inputs,
+                               const int32_t *targets, int T, double eps, int samples,
+                               unsigned long long seed, double *analytic,
+                               gpurnn_gradcheck_result *result)
+{
+    double loss;
+    gpurnn_status s = m->ops->fill_zero(m->ctx, GPURNN_BUF_GRADS);
+    if (s == GPURNN_OK) s = m->ops->forward(m->ctx, inputs, targets, T, &loss);
+    if (s == GPURNN_OK) s = m->ops->backward(m->ctx);
+    if (s == GPURNN_OK) s = m->ops->read(m->ctx, GPURNN_BUF_GRADS, 0, m->param_count, analytic);
+    if (s != GPURNN_OK) return s;
+
+    size_t V = (size_t)m->cfg.vocab_size, H = (size_t)m->cfg.hidden_size;
+    for (int t = 0; t < GPURNN_NUM_TENSORS; t++) {
+        size_t offset = gpurnn_layout_offset(V, H, (gpurnn_tensor)t);
+        size_t size = gpurnn_layout_size(V, H, (gpurnn_tensor)t);
+        size_t count = size < (size_t)samples ? size : (size_t)samples;
+        double worst = 0;
+        for (size_t k = 0; k < count; k++) {
+            size_t local = size <= (size_t)samples
+                               ? k
+                               : (size_t)(gpurnn_random_bits(seed, GPURNN_STREAM_GRADCHECK,
+                                                             (uint64_t)t << 32 | k) %
+                                          size);
+            size_t i = offset + local;
+            double w = saved->params[i], w_plus, w_minus, l_plus, l_minus;
+            s = loss_at(m, saved, inputs, targets, T, i, w + eps, &w_plus, &l_plus);
+            if (s == GPURNN_OK)
+                s = loss_at(m, saved, inputs, targets, T, i, w - eps, &w_minus, &l_minus);
+            if (s == GPURNN_OK)
+                s = m->ops->write(m->ctx, GPURNN_BUF_PARAMS, i, 1, &saved->params[i]);
+            if (s != GPURNN_OK) return s;
+            double numeric = (l_plus - l_minus) / (w_plus - w_minus);
+            double a = analytic[i];
+            double denom = fmax(fabs(a), fabs(numeric));
+            double rel = denom == 0 ? 0 : fabs(a - numeric) / denom;
+            if (!(rel <= worst)) worst = rel; /* a NaN stays visible */
+        }
+        result->max_rel_error[t] = worst;
+        result->checked[t] = (int)count;
+    }
+    return GPURNN_OK;
+}
+
+gpurnn_status gpurnn_gradcheck(gpurnn_model *m, const int32_t *inputs, const int32_t *targets,
+                               int T, double eps, int samples_per_tensor, unsigned long long seed,
+                               gpurnn_gradcheck_result *out)
+{
+    const char *fn = "gpurnn_gradcheck";
+    gpurnn_status s = gpurnn_check_sequence(fn, m, inputs, targets, T);
+    if (s != GPURNN_OK) return s;
+    if (!out) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: out is NULL", fn);
+    if (!isfinite(eps) || eps <= 0)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: eps = %g must be finite and > 0", fn, eps);
+    if (samples_per_tensor < 1)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: samples_per_tensor = %d must be >= 1",
+                           fn, samples_per_tensor);
+
+    saved_buffers saved = {0};
+    s = save_buffers(m, &saved);
+    if (s != GPURNN_OK) return gpurnn_fail_context(s, fn);
+    double *analytic = malloc(m->param_count * sizeof(double));
+    if (!analytic) {
+        free_saved(&saved);
+        return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes", fn,
+                           m->param_count * sizeof(double));
+    }
+    gpurnn_gradcheck_result result;
+    memset(&result, 0, sizeof result);
+    s = run_check(m, &saved, inputs, targets, T, eps, samples_per_tensor, seed, analytic, &result);
+    gpurnn_status restored = restore_buffers(m, &saved);
+    m->forward_valid = 0;
+    free(analytic);
+    free_saved(&saved);
+    if (s != GPURNN_OK) return gpurnn_fail_context(s, fn);
+    if (restored != GPURNN_OK) return gpurnn_fail_context(restored, fn);
+    *out = result;
+    return GPURNN_OK;
+}

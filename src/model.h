@@ -1,0 +1,38 @@
+/* What the dispatch layer knows about a model: shared by the files of src/, not by backends. */
+#ifndef GPURNN_MODEL_H
+#define GPURNN_MODEL_H
+
+#include "backend.h"
+#include "gpurnn.h"
+
+struct gpurnn_model {
+    gpurnn_config cfg;               /* resolved: defaults filled, backend never AUTO */
+    const gpurnn_backend_ops *ops;
+    void *ctx;
+    size_t param_count;
+    size_t state_count;              /* B*H */
+    int forward_valid;               /* the backend holds activations backward may use */
+    int optimizer_started;           /* the optimizer slots hold state of optimizer_kind */
+    gpurnn_optimizer_kind optimizer_kind;
+    long long optimizer_steps;       /* Adam's t */
+};
+
+/* Checks a config and fills in its defaults (backend left as asked). */
+gpurnn_status gpurnn_config_resolve(const gpurnn_config *in, gpurnn_config *out);
+
+/* Layout of the flat buffer for (V, H); sizes as in gpurnn.h. */
+size_t gpurnn_layout_param_count(size_t V, size_t H);
+size_t gpurnn_layout_offset(size_t V, size_t H, gpurnn_tensor t);
+size_t gpurnn_layout_size(size_t V, size_t H, gpurnn_tensor t);
+const char *gpurnn_tensor_name(gpurnn_tensor t);
+/* Writes "Whh[3, 7]" (or "bh[5]") for flat index i into buf. */
+void gpurnn_layout_describe(size_t V, size_t H, size_t i, char *buf, size_t cap);
+
+/* Checks a sequence call's model, T and (T, B) token arrays; fn prefixes the message. */
+gpurnn_status gpurnn_check_sequence(const char *fn, const gpurnn_model *m, const int32_t *inputs,
+                                    const int32_t *targets, int T);
+
+/* Creates a model on an exact backend with every buffer zero (no initialisation). */
+gpurnn_status gpurnn_model_create_empty(const gpurnn_config *resolved, gpurnn_model **out);
+
+#endif
