@@ -7,6 +7,10 @@
 
 #include "gpurnn.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Flat buffers a backend holds. PARAMS, GRADS and the two optimizer slots have the
  * parameter layout (n values); STATE is the carried hidden state (B, H). */
 typedef enum {
@@ -59,6 +63,10 @@ const gpurnn_backend_ops *gpurnn_cpu_backend(gpurnn_dtype dtype);
 const gpurnn_backend_ops *gpurnn_cuda_backend(gpurnn_dtype dtype);
 /* OK when a device is usable; otherwise BACKEND_UNAVAILABLE with the reason set. */
 gpurnn_status gpurnn_cuda_probe(void);
+#endif
+
+#ifdef __cplusplus
+}
 #endif
 
 #endif

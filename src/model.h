@@ -5,6 +5,10 @@
 #include "backend.h"
 #include "gpurnn.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct gpurnn_model {
     gpurnn_config cfg;               /* resolved: defaults filled, backend never AUTO */
     const gpurnn_backend_ops *ops;
@@ -34,5 +38,9 @@ gpurnn_status gpurnn_check_sequence(const char *fn, const gpurnn_model *m, const
 
 /* Creates a model on an exact backend with every buffer zero (no initialisation). */
 gpurnn_status gpurnn_model_create_empty(const gpurnn_config *resolved, gpurnn_model **out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,0 +1,664 @@
+/* The CUDA backend: BPTT with cuBLAS GEMMs and the fused kernels of kernels.cuh.
+ *
+ * Schedule (haste's, adapted to a one-hot input and a softmax output):
+ *   forward   per step: one GEMM z = h_{t-1} · Whh^T, one kernel h = tanh(z + Wxh[:, x] + bh);
+ *             then per chunk of time: one GEMM for the logits, one kernel for softmax/loss.
+ *   backward  per chunk of time, last chunk first: one GEMM for the logits again, one kernel
+ *             for dY, GEMMs for dWhy, dby (GEMV with ones) and dh_out; then per step one
+ *             fused tanh-derivative kernel and one GEMM dh_next = dz · Whh; then GEMMs for
+ *             dWhh and dbh and a deterministic scatter-add for dWxh.
+ * The time loops only enqueue work on the model's stream: no allocation, no copy and no
+ * synchronisation inside them. Forward synchronises once at its end to return the loss.
+ *
+ * Every device buffer is allocated at creation. Row-major (rows, cols) shapes throughout;
+ * cuBLAS is column-major, so gemm_rm/gemv_rm below swap operands the usual way. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <algorithm>
+#include <new>
+#include <vector>
+
+#include "../backend.h"
+#include "../model.h"
+#include "../rng.h"
+#include "cuda_check.h"
+#include "kernels.cuh"
+
+extern "C" int gpurnn_cpu_chunk_steps(int V, int H, int B, int max_T);
+
+namespace gpurnn {
+namespace {
+
+/* Host float64 <-> device copies go through a pinned buffer of this many values. */
+constexpr size_t kStageValues = 1 << 16;
+/* Tokens drawn per device-to-host copy while sampling. */
+constexpr int kSampleBatch = 4096;
+
+cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                    const float *alpha, const float *A, int lda, const float *B, int ldb,
+                    const float *beta, float *C, int ldc)
+{
+    return cublasSgemm(h, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                    const double *alpha, const double *A, int lda, const double *B, int ldb,
+                    const double *beta, double *C, int ldc)
+{
+    return cublasDgemm(h, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+cublasStatus_t gemv(cublasHandle_t h, cublasOperation_t t, int m, int n, const float *alpha,
+                    const float *A, int lda, const float *x, const float *beta, float *y)
+{
+    return cublasSgemv(h, t, m, n, alpha, A, lda, x, 1, beta, y, 1);
+}
+cublasStatus_t gemv(cublasHandle_t h, cublasOperation_t t, int m, int n, const double *alpha,
+                    const double *A, int lda, const double *x, const double *beta, double *y)
+{
+    return cublasDgemv(h, t, m, n, alpha, A, lda, x, 1, beta, y, 1);
+}
+
+/* C (M, N) = alpha op(A) op(B) + beta C with row-major operands, as cblas_?gemm(RowMajor):
+ * in column-major terms that is C^T = op(B)^T op(A)^T. */
+template <typename T>
+gpurnn_status gemm_rm(cublasHandle_t h, bool trans_a, bool trans_b, int M, int N, int K, T alpha,
+                      const T *A, int lda, const T *B, int ldb, T beta, T *C, int ldc)
+{
+    CUBLAS_TRY(gemm(h, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M,
+                    K, &alpha, B, ldb, A, lda, &beta, C, ldc));
+    return GPURNN_OK;
+}
+
+/* y = alpha op(A) x + beta y with A row-major (M, N), as cblas_?gemv(RowMajor). */
+template <typename T>
+gpurnn_status gemv_rm(cublasHandle_t h, bool trans, int M, int N, T alpha, const T *A, int lda,
+                      const T *x, T beta, T *y)
+{
+    CUBLAS_TRY(gemv(h, trans ? CUBLAS_OP_N : CUBLAS_OP_T, N, M, &alpha, A, lda, x, &beta, y));
+    return GPURNN_OK;
+}
+
+template <typename T>
+struct Model {
+    int device = 0;
+    int V = 0, H = 0, B = 0, max_T = 0;
+    gpurnn_loss_reduction reduction = GPURNN_LOSS_SUM;
+    size_t n = 0;
+    int chunk_steps = 1;
+    int steps = 0; /* time steps of the last forward */
+    cudaStream_t stream = nullptr;
+    cublasHandle_t blas = nullptr;
+
+    /* device */
+    T *params = nullptr, *grads = nullptr, *opt0 = nullptr, *opt1 = nullptr; /* (n) each */
+    T *state = nullptr;        /* (B, H) */
+    T *hs = nullptr;           /* (max_T + 1, B, H) */
+    int32_t *tokens = nullptr; /* kTokenArrays blocks of (max_T * B), see TokenArray */
+    double *row_lse = nullptr; /* (max_T, B) */
+    T *logits = nullptr;       /* (chunk rows, V) */
+    T *dh = nullptr;           /* (chunk rows, H) */
+    T *dh_next = nullptr;      /* (B, H) */
+    T *ones = nullptr;         /* (chunk rows) */
+    double *row_loss = nullptr;/* (chunk rows) */
+    double *scalars = nullptr; /* [0] loss, [1] sum of squares */
+    double *partials = nullptr;/* (kReduceBlocks) */
+    unsigned long long *first_bad = nullptr;
+    T *sample_h = nullptr;     /* (2, H) */
+    T *sample_logits = nullptr;/* (V) */
+    double *sample_weights = nullptr; /* (V) */
+    int32_t *sample_tokens = nullptr; /* (kSampleBatch + 1): drawn tokens, then the current one */
+    int *sample_bad = nullptr;
+
+    /* pinned host */
+    int32_t *host_tokens = nullptr;   /* same layout as tokens */
+    double *host_scalars = nullptr;   /* (4) */
+    T *host_stage = nullptr;          /* (kStageValues) */
+    unsigned long long *host_bad = nullptr;
+    int *host_sample_bad = nullptr;
+
+    /* host scatter plan of the last forward, per chunk: [first segment, end segment) */
+    std::vector<int32_t> chunk_segments;
+    std::vector<int32_t> rows_sorted; /* scratch of plan_tokens, kept to reuse its capacity */
+};
+
+/* The token arrays uploaded once per forward, each (max_T * B) int32:
+ * inputs and targets (time-major), and the dWxh scatter plan: for each chunk of time, the
+ * chunk's rows ordered by input token (stable), and its segments of equal tokens. */
+enum TokenArray { kInputs, kTargets, kOrder, kSegmentToken, kSegmentBegin, kSegmentEnd, kTokenArrays };
+
+template <typename T>
+int32_t *token_array(Model<T> *m, int32_t *base, TokenArray which)
+{
+    return base + (size_t)which * m->max_T * m->B;
+}
+
+template <typename T>
+T *buffer(Model<T> *m, gpurnn_buffer which, size_t *count)
+{
+    switch (which) {
+    case GPURNN_BUF_PARAMS: *count = m->n; return m->params;
+    case GPURNN_BUF_GRADS: *count = m->n; return m->grads;
+    case GPURNN_BUF_OPT0: *count = m->n; return m->opt0;
+    case GPURNN_BUF_OPT1: *count = m->n; return m->opt1;
+    case GPURNN_BUF_STATE: *count = (size_t)m->B * m->H; return m->state;
+    default: *count = 0; return nullptr;
+    }
+}
+
+template <typename T> T *wxh(Model<T> *, T *p) { return p; }
+template <typename T> T *whh(Model<T> *m, T *p) { return p + (size_t)m->H * m->V; }
+template <typename T> T *why(Model<T> *m, T *p) { return p + (size_t)m->H * m->V + (size_t)m->H * m->H; }
+template <typename T> T *bh(Model<T> *m, T *p) { return p + 2 * (size_t)m->H * m->V + (size_t)m->H * m->H; }
+template <typename T> T *by(Model<T> *m, T *p) { return bh(m, p) + m->H; }
+
+template <typename T>
+void destroy_model(Model<T> *m)
+{
+    if (!m) return;
+    cudaSetDevice(m->device);
+    if (m->stream) cudaStreamSynchronize(m->stream);
+    void *device_owned[] = {m->params, m->grads, m->opt0, m->opt1, m->state, m->hs, m->tokens,
+                            m->row_lse, m->logits, m->dh, m->dh_next, m->ones, m->row_loss,
+                            m->scalars, m->partials, m->first_bad, m->sample_h, m->sample_logits,
+                            m->sample_weights, m->sample_tokens, m->sample_bad};
+    for (void *p : device_owned)
+        if (p) cudaFree(p);
+    void *host_owned[] = {m->host_tokens, m->host_scalars, m->host_stage, m->host_bad, m->host_sample_bad};
+    for (void *p : host_owned)
+        if (p) cudaFreeHost(p);
+    if (m->blas) cublasDestroy(m->blas);
+    if (m->stream) cudaStreamDestroy(m->stream);
+    (void)cudaGetLastError();
+    delete m;
+}
+
+template <typename P>
+gpurnn_status device_alloc(P **slot, size_t count, const char *what)
+{
+    size_t bytes = (count ? count : 1) * sizeof(P);
+    cudaError_t err = cudaMalloc((void **)slot, bytes);
+    if (err != cudaSuccess) {
+        *slot = nullptr;
+        (void)cudaGetLastError();
+        return gpurnn_fail(err == cudaErrorMemoryAllocation ? GPURNN_ERR_OUT_OF_MEMORY : GPURNN_ERR_CUDA,
+                           "cudaMalloc of %zu bytes for the %s failed: %s", bytes, what,
+                           cudaGetErrorString(err));
+    }
+    return GPURNN_OK;
+}
+
+template <typename P>
+gpurnn_status host_alloc(P **slot, size_t count, const char *what)
+{
+    size_t bytes = (count ? count : 1) * sizeof(P);
+    cudaError_t err = cudaMallocHost((void **)slot, bytes);
+    if (err != cudaSuccess) {
+        *slot = nullptr;
+        (void)cudaGetLastError();
+        return gpurnn_fail(err == cudaErrorMemoryAllocation ? GPURNN_ERR_OUT_OF_MEMORY : GPURNN_ERR_CUDA,
+                           "cudaMallocHost of %zu bytes for the %s failed: %s", bytes, what,
+                           cudaGetErrorString(err));
+    }
+    return GPURNN_OK;
+}
+
+template <typename T>
+gpurnn_status allocate(Model<T> *m)
+{
+    size_t V = m->V, H = m->H, B = m->B, Tm = m->max_T, rows = (size_t)m->chunk_steps * B;
+    size_t token_values = (size_t)kTokenArrays * Tm * B;
+    GPURNN_TRY(device_alloc(&m->params, m->n, "parameters"));
+    GPURNN_TRY(device_alloc(&m->grads, m->n, "gradients"));
+    GPURNN_TRY(device_alloc(&m->opt0, m->n, "optimizer state"));
+    GPURNN_TRY(device_alloc(&m->opt1, m->n, "optimizer state"));
+    GPURNN_TRY(device_alloc(&m->state, B * H, "carried state"));
+    GPURNN_TRY(device_alloc(&m->hs, (Tm + 1) * B * H, "hidden states"));
+    GPURNN_TRY(device_alloc(&m->tokens, token_values, "tokens"));
+    GPURNN_TRY(device_alloc(&m->row_lse, Tm * B, "output log-sum-exps"));
+    GPURNN_TRY(device_alloc(&m->logits, rows * V, "output chunk"));
+    GPURNN_TRY(device_alloc(&m->dh, rows * H, "hidden gradient chunk"));
+    GPURNN_TRY(device_alloc(&m->dh_next, B * H, "recurrent gradient"));
+    GPURNN_TRY(device_alloc(&m->ones, rows, "ones"));
+    GPURNN_TRY(device_alloc(&m->row_loss, rows, "row losses"));
+    GPURNN_TRY(device_alloc(&m->scalars, 4, "scalars"));
+    GPURNN_TRY(device_alloc(&m->partials, kReduceBlocks, "partial sums"));
+    GPURNN_TRY(device_alloc(&m->first_bad, 1, "update check"));
+    GPURNN_TRY(device_alloc(&m->sample_h, 2 * H, "sampling state"));
+    GPURNN_TRY(device_alloc(&m->sample_logits, V, "sampling logits"));
+    GPURNN_TRY(device_alloc(&m->sample_weights, V, "sampling weights"));
+    GPURNN_TRY(device_alloc(&m->sample_tokens, (size_t)kSampleBatch + 1, "sampled tokens"));
+    GPURNN_TRY(device_alloc(&m->sample_bad, 1, "sampling check"));
+    GPURNN_TRY(host_alloc(&m->host_tokens, token_values, "token staging"));
+    GPURNN_TRY(host_alloc(&m->host_scalars, 4, "scalar staging"));
+    GPURNN_TRY(host_alloc(&m->host_stage, kStageValues, "value staging"));
+    GPURNN_TRY(host_alloc(&m->host_bad, 1, "update check staging"));
+    GPURNN_TRY(host_alloc(&m->host_sample_bad, 1, "sampling check staging"));
+
+    /* Zero everything the API exposes; fill the ones vector. */
+    for (gpurnn_buffer b : {GPURNN_BUF_PARAMS, GPURNN_BUF_GRADS, GPURNN_BUF_OPT0, GPURNN_BUF_OPT1, GPURNN_BUF_STATE}) {
+        size_t count;
+        T *p = buffer(m, b, &count);
+        CUDA_TRY(cudaMemsetAsync(p, 0, count * sizeof(T), m->stream));
+    }
+    for (size_t i = 0; i < kStageValues && i < rows; i++) m->host_stage[i] = T(1);
+    for (size_t done = 0; done < rows; done += kStageValues) {
+        size_t count = std::min(kStageValues, rows - done);
+        CUDA_TRY(cudaMemcpyAsync(m->ones + done, m->host_stage, count * sizeof(T), cudaMemcpyHostToDevice, m->stream));
+        CUDA_TRY(cudaStreamSynchronize(m->stream));
+    }
+    CUDA_TRY(cudaStreamSynchronize(m->stream));
+    return GPURNN_OK;
+}
+
+template <typename T>
+gpurnn_status create(const gpurnn_config *cfg, void **out)
+{
+    Model<T> *m = new (std::nothrow) Model<T>();
+    if (!m) return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes", sizeof(Model<T>));
+    m->V = cfg->vocab_size;
+    m->H = cfg->hidden_size;
+    m->B = cfg->batch_size;
+    m->max_T = cfg->max_seq_len;
+    m->reduction = cfg->reduction;
+    m->n = gpurnn_layout_param_count((size_t)m->V, (size_t)m->H);
+    m->chunk_steps = gpurnn_cpu_chunk_steps(m->V, m->H, m->B, m->max_T);
+    gpurnn_status s = GPURNN_OK;
+    cudaError_t err = cudaGetDevice(&m->device);
+    if (err == cudaSuccess) err = cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking);
+    if (err != cudaSuccess) {
+        s = gpurnn_cuda_status(err, "cudaStreamCreateWithFlags");
+    } else {
+        cublasStatus_t st = cublasCreate(&m->blas);
+        if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetStream(m->blas, m->stream);
+        if (st != CUBLAS_STATUS_SUCCESS) {
+            s = gpurnn_cublas_status(st, "cublasCreate/cublasSetStream");
+        }
+    }
+    if (s == GPURNN_OK) s = allocate(m);
+    if (s != GPURNN_OK) {
+        destroy_model(m);
+        return s;
+    }
+    *out = m;
+    return GPURNN_OK;
+}
+
+template <typename T>
+void destroy(void *ctx)
+{
+    destroy_model(static_cast<Model<T> *>(ctx));
+}
+
+template <typename T>
+gpurnn_status read(void *ctx, gpurnn_buffer which, size_t offset, size_t n, double *dst)
+{
+    Model<T> *m = static_cast<Model<T> *>(ctx);
+    CUDA_TRY(cudaSetDevice(m->device));
+    size_t count;
+    const T *src = buffer(m, which, &count) + offset;
+    for (size_t done = 0; done < n; done += kStageValues) {
+        size_t chunk = std::min(kStageValues, n - done);
+        CUDA_TRY(cudaMemcpyAsync(m->host_stage, src + done, chunk * sizeof(T), cudaMemcpyDeviceToHost, m->stream));
+        CUDA_TRY(cudaStreamSynchronize(m->stream));
+        for (size_t i = 0; i < chunk; i++) dst[done + i] = (double)m->host_stage[i];
+    }
+    return GPURNN_OK;
+}
+
+template <typename T>
+gpurnn_status write(void *ctx, gpurnn_buffer which, size_t offset, size_t n, const double *src)
+{
+    Model<T> *m = static_cast<Model<T> *>(ctx);
+    CUDA_TRY(cudaSetDevice(m->device));
+    size_t count;
+    T *dst = buffer(m, which, &count) + offset;
+    for (size_t done = 0; done < n; done += kStageValues) {
+        size_t chunk = std::min(kStageValues, n - done);
+        for (size_t i = 0; i < chunk; i++) m->host_stage[i] = (T)src[done + i];
+        CUDA_TRY(cudaMemcpyAsync(dst + done, m->host_stage, chunk * sizeof(T), cudaMemcpyHostToDevice, m->stream));
+        CUDA_TRY(cudaStreamSynchronize(m->stream));
+    }
+    return GPURNN_OK;
+}
+
+template <typename T>
+gpurnn_status fill_zero(void *ctx, gpurnn_buffer which)
+{
+    Model<T> *m = static_cast<Model<T> *>(ctx);
+    CUDA_TRY(cudaSetDevice(m->device));
+    size_t count;
+    T *p = buffer(m, which, &count);
+    CUDA_TRY(cudaMemsetAsync(p, 0, count * sizeof(T), m->stream));
+    CUDA_TRY(cudaStreamSynchronize(m->stream));
+    return GPURNN_OK;
+}
+
+/* Fills the host token arrays for T steps: inputs, targets, and per chunk of time the rows
+ * ordered by input token with their segments (a stable counting sort when the vocabulary
+ * is small next to the chunk, a comparison sort otherwise). */
+template <typename T>
+void plan_tokens(Model<T> *m, const int32_t *inputs, const int32_t *targets, int T_steps)
+{
+    const int B = m->B;
+    size_t total = (size_t)T_steps * B;
+    memcpy(token_array(m, m->host_tokens, kInputs), inputs, total * sizeof(int32_t));
+    memcpy(token_array(m, m->host_tokens, kTargets), targets, total * sizeof(int32_t));
+    int32_t *order = token_array(m, m->host_tokens, kOrder);
+    int32_t *seg_token = token_array(m, m->host_tokens, kSegmentToken);
+    int32_t *seg_begin = token_array(m, m->host_tokens, kSegmentBegin);
+    int32_t *seg_end = token_array(m, m->host_tokens, kSegmentEnd);
+    m->chunk_segments.clear();
+    int segments = 0;
+    std::vector<int32_t> &rows_sorted = m->rows_sorted;
+    for (int t0 = 0; t0 < T_steps; t0 += m->chunk_steps) {
+        int steps = std::min(m->chunk_steps, T_steps - t0);
+        int rows = steps * B;
+        const int32_t *x = inputs + (size_t)t0 * B;
+        int32_t *chunk_order = order + (size_t)t0 * B;
+        rows_sorted.resize(rows);
+        for (int r = 0; r < rows; r++) rows_sorted[r] = r;
+        std::stable_sort(rows_sorted.begin(), rows_sorted.end(),
+                         [x](int32_t a, int32_t b) { return x[a] < x[b]; });
+        memcpy(chunk_order, rows_sorted.data(), (size_t)rows * sizeof(int32_t));
+        m->chunk_segments.push_back(segments);
+        for (int j = 0; j < rows; j++) {
+            if (j == 0 || x[chunk_order[j]] != x[chunk_order[j - 1]]) {
+                seg_token[segments] = x[chunk_order[j]];
+                seg_begin[segments] = (int32_t)(t0 * B + j);
+                segments++;
+            }
+            seg_end[segments - 1] = (int32_t)(t0 * B + j + 1);
+        }
+    }
+    m->chunk_segments.push_back(segments);
+    /* order holds chunk-local rows; segment bounds index the global order array. */
+}
+
+template <typename T>
+gpurnn_status output_logits(Model<T> *m, const T *h, int rows)
+{
+    return gemm_rm<T>(m->blas, false, true, rows, m->V, m->H, T(1), h, m->H, why(m, m->params), m->H,
+                      T(0), m->logits, m->V);
+}
+
+template <typename T>
+gpurnn_status forward(void *ctx, const int32_t *inputs, const int32_t *targets, int T_steps, double *loss)
+{
+    Model<T> *m = static_cast<Model<T> *>(ctx);
+    CUDA_TRY(cudaSetDevice(m->device));
+    const int V = m->V, H = m->H, B = m->B;
+    const size_t step = (size_t)B * H;
+    plan_tokens(m, inputs, targets, T_steps);
+    CUDA_TRY(cudaMemcpyAsync(m->tokens, m->host_tokens, (size_t)kTokenArrays * m->max_T * B * sizeof(int32_t),
+                             cudaMemcpyHostToDevice, m->stream));
+    CUDA_TRY(cudaMemcpyAsync(m->hs, m->state, step * sizeof(T), cudaMemcpyDeviceToDevice, m->stream));
+    CUDA_TRY(cudaMemsetAsync(m->scalars, 0, sizeof(double), m->stream));
+    m->steps = T_steps;
+
+    const int32_t *x = token_array(m, m->tokens, kInputs);
+    const int32_t *tgt = token_array(m, m->tokens, kTargets);
+    T *Whh = whh(m, m->params);
+    for (int t = 0; t < T_steps; t++) {
+        const T *prev = m->hs + (size_t)t * step;
+        T *cur = m->hs + (size_t)(t + 1) * step;
+        if (B == 1)
+            GPURNN_TRY(gemv_rm<T>(m->blas, false, H, H, T(1), Whh, H, prev, T(0), cur));
+        else
+            GPURNN_TRY(gemm_rm<T>(m->blas, false, true, B, H, H, T(1), prev, H, Whh, H, T(0), cur, H));
+        forward_pointwise<T><<<blocks_for(step), kThreads, 0, m->stream>>>(
+            cur, wxh(m, m->params), bh(m, m->params), x + (size_t)t * B, B, H, V);
+        CUDA_TRY_LAUNCH("forward_pointwise");
+    }
+    for (int t0 = 0; t0 < T_steps; t0 += m->chunk_steps) {
+        int rows = std::min(m->chunk_steps, T_steps - t0) * B;
+        GPURNN_TRY(output_logits(m, m->hs + (size_t)(t0 + 1) * step, rows));
+        softmax_loss<T><<<rows, kThreads, 0, m->stream>>>(m->logits, by(m, m->params), tgt + (size_t)t0 * B, V,
+                                                          m->row_lse + (size_t)t0 * B, m->row_loss);
+        CUDA_TRY_LAUNCH("softmax_loss");
+        accumulate_sum<<<1, kThreads, 0, m->stream>>>(m->row_loss, rows, m->scalars);
+        CUDA_TRY_LAUNCH("accumulate_sum");
+    }
+    CUDA_TRY(cudaMemcpyAsync(m->host_scalars, m->scalars, sizeof(double), cudaMemcpyDeviceToHost, m->stream));
+    CUDA_TRY(cudaStreamSynchronize(m->stream));
+    double total = m->host_scalars[0];
+    if (m->reduction == GPURNN_LOSS_MEAN) total /= (double)T_steps * (double)B;
+    if (!isfinite(total))
+        return gpurnn_fail(GPURNN_ERR_NUMERIC,
+                           "the loss is %g (the parameters or carried state are too large); the "
+                           "carried state was not changed",
+                           total);
+    CUDA_TRY(cudaMemcpyAsync(m->state, m->hs + (size_t)T_steps * step, step * sizeof(T),
+                             cudaMemcpyDeviceToDevice, m->stream));
+    *loss = total;
+    return GPURNN_OK;
+}
+
+template <typename T>
+gpurnn_status backward(void *ctx)
+{
+    Model<T> *m = static_cast<Model<T> *>(ctx);
+    CUDA_TRY(cudaSetDevice(m->device));
+    const int V = m->V, H = m->H, B = m->B, T_steps = m->steps;
+    const size_t step = (size_t)B * H;
+    T *Whh = whh(m, m->params), *Why = why(m, m->params);
+    T *dWxh = wxh(m, m->grads), *dWhh = whh(m, m->grads), *dWhy = why(m, m->grads);
+    T *dbh = bh(m, m->grads), *dby = by(m, m->grads);
+    const T scale = m->reduction == GPURNN_LOSS_MEAN ? (T)(1.0 / ((double)T_steps * B)) : T(1);
+    const int32_t *tgt = token_array(m, m->tokens, kTargets);
+    CUDA_TRY(cudaMemsetAsync(m->dh_next, 0, step * sizeof(T), m->stream));
+
+    int chunk = (T_steps - 1) / m->chunk_steps;
+    for (int t0 = chunk * m->chunk_steps; t0 >= 0; t0 -= m->chunk_steps, chunk--) {
+        int steps = std::min(m->chunk_steps, T_steps - t0);
+        int rows = steps * B;
+        const T *h = m->hs + (size_t)(t0 + 1) * step;
+        const T *h_prev = m->hs + (size_t)t0 * step;
+
+        GPURNN_TRY(output_logits(m, h, rows));
+        output_gradient<T><<<blocks_for((size_t)rows * V), kThreads, 0, m->stream>>>(
+            m->logits, by(m, m->params), m->row_lse + (size_t)t0 * B, tgt + (size_t)t0 * B, rows, V, scale);
+        CUDA_TRY_LAUNCH("output_gradient");
+        GPURNN_TRY(gemv_rm<T>(m->blas, true, rows, V, T(1), m->logits, V, m->ones, T(1), dby));
+        GPURNN_TRY(gemm_rm<T>(m->blas, true, false, V, H, rows, T(1), m->logits, V, h, H, T(1), dWhy, H));
+        GPURNN_TRY(gemm_rm<T>(m->blas, false, false, rows, H, V, T(1), m->logits, V, Why, H, T(0), m->dh, H));
+
+        for (int t = t0 + steps - 1; t >= t0; t--) {
+            T *dz = m->dh + (size_t)(t - t0) * step;
+            tanh_backward_step<T><<<blocks_for(step), kThreads, 0, m->stream>>>(
+                dz, m->hs + (size_t)(t + 1) * step, m->dh_next, step);
+            CUDA_TRY_LAUNCH("tanh_backward_step");
+            if (t == 0) continue;
+            if (B == 1)
+                GPURNN_TRY(gemv_rm<T>(m->blas, true, H, H, T(1), Whh, H, dz, T(0), m->dh_next));
+            else
+                GPURNN_TRY(gemm_rm<T>(m->blas, false, false, B, H, H, T(1), dz, H, Whh, H, T(0), m->dh_next, H));
+        }
+
+        GPURNN_TRY(gemm_rm<T>(m->blas, true, false, H, H, rows, T(1), m->dh, H, h_prev, H, T(1), dWhh, H));
+        GPURNN_TRY(gemv_rm<T>(m->blas, true, rows, H, T(1), m->dh, H, m->ones, T(1), dbh));
+        int first = m->chunk_segments[chunk], segments = m->chunk_segments[chunk + 1] - first;
+        dim3 grid((unsigned)segments, (unsigned)((H + kThreads - 1) / kThreads));
+        scatter_input_gradient<T><<<grid, kThreads, 0, m->stream>>>(
+            dWxh, m->dh, token_array(m, m->tokens, kOrder) + (size_t)t0 * B,
+            token_array(m, m->tokens, kSegmentToken) + first, token_array(m, m->tokens, kSegmentBegin) + first,
+            token_array(m, m->tokens, kSegmentEnd) + first, H, V);
+        CUDA_TRY_LAUNCH("scatter_input_gradient");
+    }
+    return GPURNN_OK;
+}
+
+template <typename T>
+gpurnn_status grad_sumsq(void *ctx, double *sumsq)
+{
+    Model<T> *m = static_cast<Model<T> *>(ctx);
+    CUDA_TRY(cudaSetDevice(m->device));
+    sum_squares_partial<T><<<kReduceBlocks, kThreads, 0, m->stream>>>(m->grads, m->n, m->partials);
+    CUDA_TRY_LAUNCH("sum_squares_partial");
+    sum_partials<<<1, kThreads, 0, m->stream>>>(m->partials, kReduceBlocks, m->scalars + 1);
+    CUDA_TRY_LAUNCH("sum_partials");
+    CUDA_TRY(cudaMemcpyAsync(m->host_scalars + 1, m->scalars + 1, sizeof(double), cudaMemcpyDeviceToHost, m->stream));
+    CUDA_TRY(cudaStreamSynchronize(m->stream));
+    *sumsq = m->host_scalars[1];
+    return GPURNN_OK;
+}
+
+template <typename T>
+gpurnn_status grad_scale(void *ctx, double factor)
+{
+    Model<T> *m = static_cast<Model<T> *>(ctx);
+    CUDA_TRY(cudaSetDevice(m->device));
+    scale_values<T><<<blocks_for(m->n), kThreads, 0, m->stream>>>(m->grads, m->n, (T)factor);
+    CUDA_TRY_LAUNCH("scale_values");
+    CUDA_TRY(cudaStreamSynchronize(m->stream));
+    return GPURNN_OK;
+}
+
+template <typename T>
+gpurnn_status grad_clamp(void *ctx, double limit)
+{
+    Model<T> *m = static_cast<Model<T> *>(ctx);
+    CUDA_TRY(cudaSetDevice(m->device));
+    clamp_values<T><<<blocks_for(m->n), kThreads, 0, m->stream>>>(m->grads, m->n, (T)limit);
+    CUDA_TRY_LAUNCH("clamp_values");
+    CUDA_TRY(cudaStreamSynchronize(m->stream));
+    return GPURNN_OK;
+}
+
+template <typename T>
+gpurnn_status step(void *ctx, const gpurnn_update_rule *rule, size_t *bad_index)
+{
+    Model<T> *m = static_cast<Model<T> *>(ctx);
+    CUDA_TRY(cudaSetDevice(m->device));
+    UpdateRule r{(int)rule->kind, rule->learning_rate, rule->momentum, rule->beta1, rule->beta2,
+                 rule->eps, rule->bias_correction1, rule->bias_correction2};
+    *m->host_bad = (unsigned long long)m->n;
+    CUDA_TRY(cudaMemcpyAsync(m->first_bad, m->host_bad, sizeof *m->host_bad, cudaMemcpyHostToDevice, m->stream));
+    find_bad_update<T><<<blocks_for(m->n), kThreads, 0, m->stream>>>(r, m->params, m->grads, m->opt0, m->opt1,
+                                                                      m->n, m->first_bad);
+    CUDA_TRY_LAUNCH("find_bad_update");
+    CUDA_TRY(cudaMemcpyAsync(m->host_bad, m->first_bad, sizeof *m->host_bad, cudaMemcpyDeviceToHost, m->stream));
+    CUDA_TRY(cudaStreamSynchronize(m->stream));
+    if (*m->host_bad < (unsigned long long)m->n) {
+        *bad_index = (size_t)*m->host_bad;
+        return GPURNN_ERR_NUMERIC;
+    }
+    apply_update<T><<<blocks_for(m->n), kThreads, 0, m->stream>>>(r, m->params, m->grads, m->opt0, m->opt1, m->n);
+    CUDA_TRY_LAUNCH("apply_update");
+    CUDA_TRY(cudaStreamSynchronize(m->stream));
+    return GPURNN_OK;
+}
+
+template <typename T>
+gpurnn_status sample(void *ctx, int32_t first_token, int n, double temperature, unsigned long long seed,
+                     int32_t *out)
+{
+    Model<T> *m = static_cast<Model<T> *>(ctx);
+    CUDA_TRY(cudaSetDevice(m->device));
+    const int V = m->V, H = m->H;
+    T *h = m->sample_h, *next = m->sample_h + H;
+    int32_t *current = m->sample_tokens + kSampleBatch;
+    CUDA_TRY(cudaMemcpyAsync(h, m->state, (size_t)H * sizeof(T), cudaMemcpyDeviceToDevice, m->stream));
+    CUDA_TRY(cudaMemsetAsync(m->sample_bad, 0, sizeof(int), m->stream));
+    m->host_tokens[0] = first_token;
+    CUDA_TRY(cudaMemcpyAsync(current, m->host_tokens, sizeof(int32_t), cudaMemcpyHostToDevice, m->stream));
+    for (int done = 0; done < n; done += kSampleBatch) {
+        int batch = std::min(kSampleBatch, n - done);
+        for (int j = 0; j < batch; j++) {
+            GPURNN_TRY(gemv_rm<T>(m->blas, false, H, H, T(1), whh(m, m->params), H, h, T(0), next));
+            sample_hidden<T><<<blocks_for((size_t)H), kThreads, 0, m->stream>>>(
+                next, wxh(m, m->params), bh(m, m->params), current, H, V);
+            CUDA_TRY_LAUNCH("sample_hidden");
+            std::swap(h, next);
+            GPURNN_TRY(gemv_rm<T>(m->blas, false, V, H, T(1), why(m, m->params), H, h, T(0), m->sample_logits));
+            sample_draw<T><<<1, kThreads, 0, m->stream>>>(m->sample_logits, by(m, m->params), V, temperature,
+                                                          seed, (unsigned long long)(done + j), m->sample_weights,
+                                                          m->sample_tokens + j, current, m->sample_bad);
+            CUDA_TRY_LAUNCH("sample_draw");
+        }
+        CUDA_TRY(cudaMemcpyAsync(m->host_tokens, m->sample_tokens, (size_t)batch * sizeof(int32_t),
+                                 cudaMemcpyDeviceToHost, m->stream));
+        CUDA_TRY(cudaMemcpyAsync(m->host_sample_bad, m->sample_bad, sizeof(int), cudaMemcpyDeviceToHost, m->stream));
+        CUDA_TRY(cudaStreamSynchronize(m->stream));
+        if (*m->host_sample_bad)
+            return gpurnn_fail(GPURNN_ERR_NUMERIC, "a logit of draw %lld is not finite",
+                               (long long)*m->host_sample_bad - 1);
+        memcpy(out + done, m->host_tokens, (size_t)batch * sizeof(int32_t));
+    }
+    return GPURNN_OK;
+}
+
+template <typename T>
+constexpr gpurnn_backend_ops make_ops()
+{
+    gpurnn_backend_ops ops{};
+    ops.name = "cuda";
+    ops.create = create<T>;
+    ops.destroy = destroy<T>;
+    ops.read = read<T>;
+    ops.write = write<T>;
+    ops.fill_zero = fill_zero<T>;
+    ops.forward = forward<T>;
+    ops.backward = backward<T>;
+    ops.grad_sumsq = grad_sumsq<T>;
+    ops.grad_scale = grad_scale<T>;
+    ops.grad_clamp = grad_clamp<T>;
+    ops.step = step<T>;
+    ops.sample = sample<T>;
+    return ops;
+}
+
+const gpurnn_backend_ops cuda_ops_f32 = make_ops<float>();
+const gpurnn_backend_ops cuda_ops_f64 = make_ops<double>();
+
+} // namespace
+} // namespace gpurnn
+
+extern "C" const gpurnn_backend_ops *gpurnn_cuda_backend(gpurnn_dtype dtype)
+{
+    return dtype == GPURNN_F64 ? &gpurnn::cuda_ops_f64 : &gpurnn::cuda_ops_f32;
+}
+
+namespace gpurnn {
+namespace {
+__global__ void probe_kernel(int *out) { *out = 1; }
+} // namespace
+} // namespace gpurnn
+
+extern "C" gpurnn_status gpurnn_cuda_probe(void)
+{
+    int count = 0;
+    cudaError_t err = cudaGetDeviceCount(&count);
+    (void)cudaGetLastError();
+    if (err == cudaErrorNoDevice || (err == cudaSuccess && count == 0))
+        return gpurnn_fail(GPURNN_ERR_BACKEND_UNAVAILABLE, "CUDA backend: no CUDA device is present");
+    if (err == cudaErrorInsufficientDriver)
+        return gpurnn_fail(GPURNN_ERR_BACKEND_UNAVAILABLE,
+                           "CUDA backend: no NVIDIA driver, or one older than this build's CUDA %d.%d runtime needs",
+                           CUDART_VERSION / 1000, (CUDART_VERSION % 1000) / 10);
+    if (err != cudaSuccess)
+        return gpurnn_fail(GPURNN_ERR_BACKEND_UNAVAILABLE, "CUDA backend: cudaGetDeviceCount failed: %s (%s)",
+                           cudaGetErrorString(err), cudaGetErrorName(err));
+    /* A device this build has no kernel image (or PTX) for fails only at launch: try one. */
+    int *flag = nullptr;
+    err = cudaMalloc((void **)&flag, sizeof(int));
+    if (err == cudaSuccess) {
+        gpurnn::probe_kernel<<<1, 1>>>(flag);
+        err = cudaGetLastError();
+        if (err == cudaSuccess) err = cudaDeviceSynchronize();
+        cudaFree(flag);
+    }
+    (void)cudaGetLastError();
+    if (err != cudaSuccess) {
+        int device = 0, major = 0, minor = 0;
+        cudaGetDevice(&device);
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+        (void)cudaGetLastError();
+        return gpurnn_fail(GPURNN_ERR_BACKEND_UNAVAILABLE,
+                           "CUDA backend: device %d (compute capability %d.%d) cannot run this build's kernels: %s",
+                           device, major, minor, cudaGetErrorString(err));
+    }
+    return GPURNN_OK;
+}
