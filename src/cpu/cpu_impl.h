@@ -356,53 +356,83 @@ static gpurnn_status FN(grad_clamp)(void *ctx, double limit)
     return GPURNN_OK;
 }
 
-/* Applies the rule to element i into (p, s0, s1); returns nonzero if any result or the
- * gradient is not finite. */
-static int FN(update_element)(const gpurnn_update_rule *rule, REAL g, REAL *p, REAL *s0, REAL *s1)
+/* x - x is 0 exactly when x is finite; unlike isfinite() it vectorises. */
+#define CPU_FINITE(x) ((x) - (x) == 0)
+
+/* Applies the rule to n elements, storing the results only when store is set (a
+ * constant at each call, so each use compiles to its own loop). Returns nonzero if any
+ * gradient or result is not finite. One loop per kind keeps each loop vectorisable. */
+static inline int FN(update_block)(const gpurnn_update_rule *rule, const REAL *g, REAL *p, REAL *s0,
+                                   REAL *s1, size_t n, const int store)
 {
+    const REAL lr = (REAL)rule->learning_rate, momentum = (REAL)rule->momentum;
+    const REAL beta1 = (REAL)rule->beta1, beta2 = (REAL)rule->beta2, eps = (REAL)rule->eps;
+    const REAL bc1 = (REAL)rule->bias_correction1, bc2 = (REAL)rule->bias_correction2;
+    int bad = 0;
     switch (rule->kind) {
     case GPURNN_SGD:
-        FN_SGD(p, s0, g, (REAL)rule->learning_rate, (REAL)rule->momentum);
+        for (size_t i = 0; i < n; i++) {
+            REAL pi = p[i], vi = s0[i];
+            FN_SGD(&pi, &vi, g[i], lr, momentum);
+            bad |= !(CPU_FINITE(g[i]) & CPU_FINITE(pi) & CPU_FINITE(vi));
+            if (store) {
+                p[i] = pi;
+                s0[i] = vi;
+            }
+        }
         break;
     case GPURNN_ADAGRAD:
-        FN_ADAGRAD(p, s0, g, (REAL)rule->learning_rate, (REAL)rule->eps);
+        for (size_t i = 0; i < n; i++) {
+            REAL pi = p[i], mi = s0[i];
+            FN_ADAGRAD(&pi, &mi, g[i], lr, eps);
+            bad |= !(CPU_FINITE(g[i]) & CPU_FINITE(pi) & CPU_FINITE(mi));
+            if (store) {
+                p[i] = pi;
+                s0[i] = mi;
+            }
+        }
         break;
     case GPURNN_ADAM:
-        FN_ADAM(p, s0, s1, g, (REAL)rule->learning_rate, (REAL)rule->beta1, (REAL)rule->beta2,
-                (REAL)rule->eps, (REAL)rule->bias_correction1, (REAL)rule->bias_correction2);
+        for (size_t i = 0; i < n; i++) {
+            REAL pi = p[i], mi = s0[i], vi = s1[i];
+            FN_ADAM(&pi, &mi, &vi, g[i], lr, beta1, beta2, eps, bc1, bc2);
+            bad |= !(CPU_FINITE(g[i]) & CPU_FINITE(pi) & CPU_FINITE(mi) & CPU_FINITE(vi));
+            if (store) {
+                p[i] = pi;
+                s0[i] = mi;
+                s1[i] = vi;
+            }
+        }
         break;
     }
-    return !(isfinite(g) && isfinite(*p) && isfinite(*s0) && isfinite(*s1));
+    return bad;
 }
 
 /* Two passes so the update is all or nothing: the first computes every new value without
- * storing it and finds the first one that is not finite; the second stores. */
+ * storing it, the second stores. */
 static gpurnn_status FN(step)(void *ctx, const gpurnn_update_rule *rule, size_t *bad_index)
 {
     cpu_ctx *c = ctx;
     size_t blocks = gpurnn_cpu_block_count(c->n);
-    double *first_bad = c->block_sums; /* per block: the first bad index, or n */
+    double *block_bad = c->block_sums;
 #pragma omp parallel for schedule(static) if (c->n >= GPURNN_CPU_PARALLEL_MIN)
     for (size_t blk = 0; blk < blocks; blk++) {
-        size_t i0 = blk * GPURNN_CPU_BLOCK, i1 = i0 + GPURNN_CPU_BLOCK < c->n ? i0 + GPURNN_CPU_BLOCK : c->n;
-        first_bad[blk] = (double)c->n;
-        for (size_t i = i0; i < i1; i++) {
-            REAL p = c->params[i], s0 = c->opt0[i], s1 = c->opt1[i];
-            if (FN(update_element)(rule, c->grads[i], &p, &s0, &s1)) {
-                first_bad[blk] = (double)i;
-                break;
-            }
-        }
+        size_t i0 = blk * GPURNN_CPU_BLOCK, len = c->n - i0 < GPURNN_CPU_BLOCK ? c->n - i0 : GPURNN_CPU_BLOCK;
+        block_bad[blk] = FN(update_block)(rule, c->grads + i0, c->params + i0, c->opt0 + i0,
+                                          c->opt1 + i0, len, 0);
     }
     for (size_t blk = 0; blk < blocks; blk++) {
-        if (first_bad[blk] < (double)c->n) {
-            *bad_index = (size_t)first_bad[blk];
-            return GPURNN_ERR_NUMERIC;
-        }
+        if (!block_bad[blk]) continue;
+        size_t i = blk * GPURNN_CPU_BLOCK;
+        while (!FN(update_block)(rule, c->grads + i, c->params + i, c->opt0 + i, c->opt1 + i, 1, 0)) i++;
+        *bad_index = i;
+        return GPURNN_ERR_NUMERIC;
     }
 #pragma omp parallel for schedule(static) if (c->n >= GPURNN_CPU_PARALLEL_MIN)
-    for (size_t i = 0; i < c->n; i++)
-        FN(update_element)(rule, c->grads[i], &c->params[i], &c->opt0[i], &c->opt1[i]);
+    for (size_t blk = 0; blk < blocks; blk++) {
+        size_t i0 = blk * GPURNN_CPU_BLOCK, len = c->n - i0 < GPURNN_CPU_BLOCK ? c->n - i0 : GPURNN_CPU_BLOCK;
+        FN(update_block)(rule, c->grads + i0, c->params + i0, c->opt0 + i0, c->opt1 + i0, len, 1);
+    }
     return GPURNN_OK;
 }
 
