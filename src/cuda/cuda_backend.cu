@@ -36,6 +36,11 @@ namespace {
 constexpr size_t kStageValues = 1 << 16;
 /* Tokens drawn per device-to-host copy while sampling. */
 constexpr int kSampleBatch = 4096;
+/* cuBLAS's own workspace for this model's handle: with one per handle, results stay
+ * bit-identical run to run even while other models' streams run concurrently (cuBLAS
+ * guarantees it otherwise only for a single active stream). 32 MiB is what NVIDIA
+ * recommends for Hopper. */
+constexpr size_t kCublasWorkspaceBytes = (size_t)32 << 20;
 
 cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                     const float *alpha, const float *A, int lda, const float *B, int ldb,
@@ -110,6 +115,7 @@ struct Model {
     double *sample_weights = nullptr; /* (V) */
     int32_t *sample_tokens = nullptr; /* (kSampleBatch + 1): drawn tokens, then the current one */
     int *sample_bad = nullptr;
+    unsigned char *blas_workspace = nullptr;
 
     /* pinned host */
     int32_t *host_tokens = nullptr;   /* same layout as tokens */
@@ -162,7 +168,7 @@ void destroy_model(Model<T> *m)
     void *device_owned[] = {m->params, m->grads, m->opt0, m->opt1, m->state, m->hs, m->tokens,
                             m->row_lse, m->logits, m->dh, m->dh_next, m->ones, m->row_loss,
                             m->scalars, m->partials, m->first_bad, m->sample_h, m->sample_logits,
-                            m->sample_weights, m->sample_tokens, m->sample_bad};
+                            m->sample_weights, m->sample_tokens, m->sample_bad, m->blas_workspace};
     for (void *p : device_owned)
         if (p) cudaFree(p);
     void *host_owned[] = {m->host_tokens, m->host_scalars, m->host_stage, m->host_bad, m->host_sample_bad};
@@ -230,6 +236,8 @@ gpurnn_status allocate(Model<T> *m)
     GPURNN_TRY(device_alloc(&m->sample_weights, V, "sampling weights"));
     GPURNN_TRY(device_alloc(&m->sample_tokens, (size_t)kSampleBatch + 1, "sampled tokens"));
     GPURNN_TRY(device_alloc(&m->sample_bad, 1, "sampling check"));
+    GPURNN_TRY(device_alloc(&m->blas_workspace, kCublasWorkspaceBytes, "cuBLAS workspace"));
+    CUBLAS_TRY(cublasSetWorkspace(m->blas, m->blas_workspace, kCublasWorkspaceBytes));
     GPURNN_TRY(host_alloc(&m->host_tokens, token_values, "token staging"));
     GPURNN_TRY(host_alloc(&m->host_scalars, 4, "scalar staging"));
     GPURNN_TRY(host_alloc(&m->host_stage, kStageValues, "value staging"));
