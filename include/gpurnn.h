@@ -230,10 +230,14 @@ GPURNN_API gpurnn_status gpurnn_sample(gpurnn_model *m, int32_t first_token, int
                                        unsigned long long seed, int32_t *out);
 
 /* Writes a checkpoint (format: docs/checkpoint-format.md): configuration, parameters,
- * optimizer state and carried state, with a CRC-64 over every byte. The file is written
- * beside path under a temporary name, flushed to disk and renamed over path, so a crash
- * leaves either the old or the new file. Errors: INVALID_ARGUMENT, IO (names the path
- * and the system's reason; an existing file at path is left intact), CUDA. */
+ * optimizer state and carried state, with a CRC-64 over every byte; gradients are not
+ * saved. The file is written beside path as "<path>.tmp-XXXXXX", flushed to disk and
+ * renamed over path, so a crash leaves either the old or the new file (temporary files
+ * left by killed saves of the same path are removed by the next save). A symbolic link
+ * at path is replaced, not followed.
+ * Errors: INVALID_ARGUMENT, IO (names the path and the system's reason; an existing file
+ * at path is left intact), NUMERIC (the model holds a value the loader would reject),
+ * CUDA. */
 GPURNN_API gpurnn_status gpurnn_model_save(const gpurnn_model *m, const char *path);
 
 /* Creates a model from a checkpoint on the given backend (AUTO, CPU or CUDA, whatever

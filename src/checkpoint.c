@@ -1,0 +1,1089 @@
+/* Checkpoint files: gpurnn_model_save and gpurnn_model_load.
+ *
+ * The byte layout is specified in docs/checkpoint-format.md; this file is its only
+ * implementation. Every multi-byte value is composed byte by byte in little-endian
+ * order, so the format does not depend on the host's byte order or struct padding.
+ *
+ * Two properties drive the structure:
+ *  - Saving is crash-safe: the file is written under a temporary name beside the
+ *    target, synced, then renamed over it, so the target always holds a complete old
+ *    or new checkpoint.
+ *  - Loading trusts nothing in the file: the header is validated and the exact file
+ *    size checked before anything is allocated, then the whole file is checksummed
+ *    through a fixed buffer, and only then is the model created and filled (checking
+ *    the checksum again on that second read, in case the file changed meanwhile).
+ * Memory use is bounded by one fixed scratch block, never by what a file claims or by
+ * the model's size. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <float.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "crc64.h"
+#include "error.h"
+#include "model.h"
+
+/* Values are stored as IEEE-754 bit patterns; these guarantee that a float or double
+ * copied into a same-sized integer gives those bits. */
+_Static_assert(sizeof(float) == 4 && FLT_MANT_DIG == 24 && FLT_MAX_EXP == 128,
+               "checkpoints need IEEE-754 binary32 floats");
+_Static_assert(sizeof(double) == 8 && DBL_MANT_DIG == 53 && DBL_MAX_EXP == 1024,
+               "checkpoints need IEEE-754 binary64 doubles");
+
+enum {
+    CKPT_VERSION = 1,
+    CKPT_HEADER_BYTES = 104,
+    CKPT_TRAILER_BYTES = 8,
+    /* Values moved per round trip between the backend and the file: 64 KiB of float64. */
+    CKPT_CHUNK_VALUES = 8192,
+    CKPT_IO_BYTES = CKPT_CHUNK_VALUES * 8,
+    /* Attempts at a temporary file before giving up on a directory that keeps losing it
+     * to concurrent cleaners (see create_temporary). */
+    CKPT_TEMP_ATTEMPTS = 8,
+};
+
+/* Field offsets in the header; docs/checkpoint-format.md has the same table. */
+enum {
+    OFF_MAGIC = 0,
+    OFF_VERSION = 8,
+    OFF_DTYPE = 12,
+    OFF_ELEMENT_BYTES = 16,
+    OFF_VOCAB = 20,
+    OFF_HIDDEN = 24,
+    OFF_BATCH = 28,
+    OFF_MAX_SEQ_LEN = 32,
+    OFF_REDUCTION = 36,
+    OFF_SEED = 40,
+    OFF_INIT_SCALE = 48,
+    OFF_OPT_STARTED = 56,
+    OFF_OPT_KIND = 60,
+    OFF_OPT_STEPS = 64,
+    OFF_OPT_SLOTS = 72,
+    OFF_RESERVED = 76,
+    OFF_PARAM_COUNT = 80,
+    OFF_STATE_COUNT = 88,
+    OFF_FILE_SIZE = 96,
+};
+_Static_assert(OFF_FILE_SIZE + 8 == CKPT_HEADER_BYTES, "the header table and its size disagree");
+
+/* PNG's trick: a high-bit first byte and a newline catch 7-bit and text-mode transfers,
+ * and the name makes the file recognisable in a hex dump. */
+static const unsigned char ckpt_magic[8] = {0x89, 'G', 'P', 'U', 'R', 'N', 'N', '\n'};
+
+static const char *const save_fn = "gpurnn_model_save";
+static const char *const load_fn = "gpurnn_model_load";
+
+/* The header, decoded into host types. */
+typedef struct ckpt_header {
+    uint32_t version;
+    uint32_t dtype, element_bytes;
+    uint32_t vocab_size, hidden_size, batch_size, max_seq_len;
+    uint32_t reduction;
+    uint64_t seed;
+    double init_scale;
+    uint32_t optimizer_started, optimizer_kind, optimizer_slots, reserved;
+    uint64_t optimizer_steps;
+    uint64_t param_count, state_count, file_size;
+} ckpt_header;
+
+/* One run of values in the payload, in file order. */
+typedef enum { RULE_FINITE, RULE_NONNEGATIVE } value_rule;
+typedef struct ckpt_section {
+    gpurnn_buffer buffer;
+    uint64_t count;
+    const char *name;
+    value_rule rule;
+} ckpt_section;
+
+/* Fixed-size working memory: decoded values and encoded bytes of one chunk. Heap, not
+ * stack, so that saving and loading work on threads with small stacks. */
+typedef struct ckpt_scratch {
+    double values[CKPT_CHUNK_VALUES];
+    unsigned char bytes[CKPT_IO_BYTES];
+} ckpt_scratch;
+
+/* ---- little-endian encoding ------------------------------------------------------ */
+
+static void store_u32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void store_u64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void store_f32(unsigned char *p, float v)
+{
+    uint32_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    store_u32(p, bits);
+}
+
+static void store_f64(unsigned char *p, double v)
+{
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    store_u64(p, bits);
+}
+
+static uint32_t load_u32(const unsigned char *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+static uint64_t load_u64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+static float load_f32(const unsigned char *p)
+{
+    uint32_t bits = load_u32(p);
+    float v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+static double load_f64(const unsigned char *p)
+{
+    uint64_t bits = load_u64(p);
+    double v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+/* ---- messages -------------------------------------------------------------------- */
+
+/* Paths can be long; keeping the last 200 bytes leaves room in the 512-byte message
+ * for the part that says what went wrong. */
+typedef struct shown_path {
+    char text[208];
+} shown_path;
+
+static shown_path show_path(const char *path)
+{
+    shown_path s;
+    size_t n = strlen(path);
+    if (n <= 200)
+        memcpy(s.text, path, n + 1);
+    else
+        snprintf(s.text, sizeof s.text, "...%s", path + n - 197);
+    return s;
+}
+
+/* strerror is not thread-safe. The library is built with _POSIX_C_SOURCE, which selects
+ * the XSI strerror_r; glibc's GNU variant (returning the text) is handled in case
+ * _GNU_SOURCE ever gets defined. */
+typedef struct errno_text {
+    char text[128];
+} errno_text;
+
+static errno_text describe_errno(int err)
+{
+    errno_text e;
+    e.text[0] = '\0';
+#if defined(__GLIBC__) && defined(_GNU_SOURCE)
+    const char *msg = strerror_r(err, e.text, sizeof e.text);
+    if (msg && msg != e.text) snprintf(e.text, sizeof e.text, "%s", msg);
+#else
+    if (strerror_r(err, e.text, sizeof e.text) != 0) e.text[0] = '\0';
+#endif
+    if (!e.text[0]) snprintf(e.text, sizeof e.text, "errno %d", err);
+    return e;
+}
+
+/* "<fn>: checkpoint '<path>': <detail>", the form of every complaint about a file's
+ * contents. */
+static gpurnn_status fail_file(gpurnn_status status, const char *fn, const char *path,
+                               const char *fmt, ...) GPURNN_PRINTF(4, 5);
+static gpurnn_status fail_file(gpurnn_status status, const char *fn, const char *path,
+                               const char *fmt, ...)
+{
+    char detail[320];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(detail, sizeof detail, fmt, args);
+    va_end(args);
+    return gpurnn_fail(status, "%s: checkpoint '%s': %s", fn, show_path(path).text, detail);
+}
+
+/* "<fn>: cannot <action> '<path>': <strerror(err)>" */
+static gpurnn_status fail_errno(const char *fn, const char *action, const char *path, int err)
+{
+    return gpurnn_fail(GPURNN_ERR_IO, "%s: cannot %s '%s': %s", fn, action, show_path(path).text,
+                       describe_errno(err).text);
+}
+
+/* ---- layout of a file ------------------------------------------------------------- */
+
+static int add_u64(uint64_t a, uint64_t b, uint64_t *out)
+{
+    if (b > UINT64_MAX - a) return 0;
+    *out = a + b;
+    return 1;
+}
+
+static int mul_u64(uint64_t a, uint64_t b, uint64_t *out)
+{
+    if (a != 0 && b > UINT64_MAX / a) return 0;
+    *out = a * b;
+    return 1;
+}
+
+static uint32_t slots_for(uint32_t started, uint32_t kind)
+{
+    if (!started) return 0;
+    return kind == GPURNN_ADAM ? 2u : 1u;
+}
+
+/* Total file size for the counts in h; 0 if it does not fit in 64 bits. */
+static uint64_t expected_file_size(const ckpt_header *h)
+{
+    uint64_t values, bytes, total;
+    if (!mul_u64(h->param_count, 1u + (uint64_t)h->optimizer_slots, &values)) return 0;
+    if (!add_u64(values, h->state_count, &values)) return 0;
+    if (!mul_u64(values, h->element_bytes, &bytes)) return 0;
+    if (!add_u64(bytes, CKPT_HEADER_BYTES + CKPT_TRAILER_BYTES, &total)) return 0;
+    return total;
+}
+
+/* The payload's runs, in file order: parameters, the optimizer slots in use, carried
+ * state. Returns how many. */
+static int payload_sections(const ckpt_header *h, ckpt_section out[4])
+{
+    int n = 0;
+    out[n++] = (ckpt_section){GPURNN_BUF_PARAMS, h->param_count, "parameter", RULE_FINITE};
+    if (h->optimizer_slots >= 1) {
+        /* Squared-gradient accumulators only grow, and in float32 they may overflow to
+         * +inf while every parameter stays finite; accept that, refuse NaN and negatives. */
+        switch (h->optimizer_kind) {
+        case GPURNN_SGD:
+            out[n++] = (ckpt_section){GPURNN_BUF_OPT0, h->param_count, "SGD velocity", RULE_FINITE};
+            break;
+        case GPURNN_ADAGRAD:
+            out[n++] =
+                (ckpt_section){GPURNN_BUF_OPT0, h->param_count, "Adagrad memory", RULE_NONNEGATIVE};
+            break;
+        default:
+            out[n++] =
+                (ckpt_section){GPURNN_BUF_OPT0, h->param_count, "Adam first moment", RULE_FINITE};
+            break;
+        }
+    }
+    if (h->optimizer_slots >= 2)
+        out[n++] =
+            (ckpt_section){GPURNN_BUF_OPT1, h->param_count, "Adam second moment", RULE_NONNEGATIVE};
+    out[n++] = (ckpt_section){GPURNN_BUF_STATE, h->state_count, "carried state", RULE_FINITE};
+    return n;
+}
+
+/* Checks a chunk of a section against its rule; on the first bad value writes a
+ * description ("parameter Whh[2, 3] is nan ...") to why and returns 0. */
+static int check_values(const ckpt_header *h, const ckpt_section *s, uint64_t first,
+                        const double *v, size_t n, char *why, size_t cap)
+{
+    for (size_t i = 0; i < n; i++) {
+        int ok = s->rule == RULE_FINITE ? isfinite(v[i]) : (v[i] >= 0); /* NaN fails both */
+        if (ok) continue;
+        uint64_t at = first + i;
+        char where[96];
+        if (s->buffer == GPURNN_BUF_STATE) {
+            snprintf(where, sizeof where, " [b=%" PRIu64 ", j=%" PRIu64 "]", at / h->hidden_size,
+                     at % h->hidden_size);
+        } else {
+            where[0] = ' ';
+            gpurnn_layout_describe(h->vocab_size, h->hidden_size, (size_t)at, where + 1,
+                                   sizeof where - 1);
+        }
+        const char *sep =
+            s->buffer == GPURNN_BUF_PARAMS || s->buffer == GPURNN_BUF_STATE ? "" : " at";
+        snprintf(why, cap, "%s%s%s is %g, but it must be %s", s->name, sep, where, v[i],
+                 s->rule == RULE_FINITE ? "finite" : ">= 0");
+        return 0;
+    }
+    return 1;
+}
+
+/* ---- the header ------------------------------------------------------------------- */
+
+static void header_from_model(const gpurnn_model *m, ckpt_header *h)
+{
+    const gpurnn_config *c = &m->cfg;
+    memset(h, 0, sizeof *h);
+    h->version = CKPT_VERSION;
+    h->dtype = (uint32_t)c->dtype;
+    h->element_bytes = c->dtype == GPURNN_F64 ? 8u : 4u;
+    h->vocab_size = (uint32_t)c->vocab_size;
+    h->hidden_size = (uint32_t)c->hidden_size;
+    h->batch_size = (uint32_t)c->batch_size;
+    h->max_seq_len = (uint32_t)c->max_seq_len;
+    h->reduction = (uint32_t)c->reduction;
+    h->seed = (uint64_t)c->seed;
+    h->init_scale = c->init_scale;
+    /* Once reset, the kind and count mean nothing; writing zeros keeps one canonical
+     * file per model state. */
+    h->optimizer_started = m->optimizer_started ? 1u : 0u;
+    h->optimizer_kind = m->optimizer_started ? (uint32_t)m->optimizer_kind : 0u;
+    h->optimizer_steps = m->optimizer_started ? (uint64_t)m->optimizer_steps : 0u;
+    h->optimizer_slots = slots_for(h->optimizer_started, h->optimizer_kind);
+    h->param_count = m->param_count;
+    h->state_count = m->state_count;
+    h->file_size = expected_file_size(h);
+}
+
+static void header_encode(const ckpt_header *h, unsigned char *p)
+{
+    memcpy(p + OFF_MAGIC, ckpt_magic, sizeof ckpt_magic);
+    store_u32(p + OFF_VERSION, h->version);
+    store_u32(p + OFF_DTYPE, h->dtype);
+    store_u32(p + OFF_ELEMENT_BYTES, h->element_bytes);
+    store_u32(p + OFF_VOCAB, h->vocab_size);
+    store_u32(p + OFF_HIDDEN, h->hidden_size);
+    store_u32(p + OFF_BATCH, h->batch_size);
+    store_u32(p + OFF_MAX_SEQ_LEN, h->max_seq_len);
+    store_u32(p + OFF_REDUCTION, h->reduction);
+    store_u64(p + OFF_SEED, h->seed);
+    store_f64(p + OFF_INIT_SCALE, h->init_scale);
+    store_u32(p + OFF_OPT_STARTED, h->optimizer_started);
+    store_u32(p + OFF_OPT_KIND, h->optimizer_kind);
+    store_u64(p + OFF_OPT_STEPS, h->optimizer_steps);
+    store_u32(p + OFF_OPT_SLOTS, h->optimizer_slots);
+    store_u32(p + OFF_RESERVED, h->reserved);
+    store_u64(p + OFF_PARAM_COUNT, h->param_count);
+    store_u64(p + OFF_STATE_COUNT, h->state_count);
+    store_u64(p + OFF_FILE_SIZE, h->file_size);
+}
+
+/* Reads the fields of the header from the first avail bytes of a file of actual_size
+ * bytes, checking only what is needed to know how to checksum the file: that it is a
+ * checkpoint (magic), of this version, and as long as its header says. The other
+ * fields are judged by header_validate once the checksum has shown whether the header
+ * is damaged, so that a flipped bit is reported as damage, not as an odd value. */
+static gpurnn_status header_read(const char *path, const unsigned char *p, size_t avail,
+                                 uint64_t actual_size, ckpt_header *h)
+{
+    const uint64_t minimum = CKPT_HEADER_BYTES + CKPT_TRAILER_BYTES;
+    size_t magic_seen = avail < sizeof ckpt_magic ? avail : sizeof ckpt_magic;
+    if (memcmp(p, ckpt_magic, magic_seen) != 0) {
+        char first[3 * sizeof ckpt_magic + 1] = "";
+        for (size_t i = 0, len = 0; i < magic_seen; i++, len = strlen(first))
+            snprintf(first + len, sizeof first - len, i ? " %02x" : "%02x", p[i]);
+        return fail_file(GPURNN_ERR_FORMAT, load_fn, path,
+                         "bad magic: the file starts with %s, not 89 47 50 55 52 4e 4e 0a "
+                         "(\"\\x89GPURNN\\n\"); it is not a libgpurnn checkpoint",
+                         first);
+    }
+    /* The version comes before any size check so that a file from another format
+     * version is reported as such, not as truncated. */
+    if (avail >= OFF_VERSION + 4) {
+        uint32_t version = load_u32(p + OFF_VERSION);
+        if (version != CKPT_VERSION)
+            return fail_file(GPURNN_ERR_FORMAT, load_fn, path,
+                             "checkpoint format version %" PRIu32
+                             " is not supported (this library reads version %d)",
+                             version, CKPT_VERSION);
+    }
+    if (actual_size < minimum)
+        return fail_file(GPURNN_ERR_FORMAT, load_fn, path,
+                         "truncated: file has %" PRIu64
+                         " bytes, but a checkpoint has at least %" PRIu64,
+                         actual_size, minimum);
+
+    memset(h, 0, sizeof *h);
+    h->version = load_u32(p + OFF_VERSION);
+    h->dtype = load_u32(p + OFF_DTYPE);
+    h->element_bytes = load_u32(p + OFF_ELEMENT_BYTES);
+    h->vocab_size = load_u32(p + OFF_VOCAB);
+    h->hidden_size = load_u32(p + OFF_HIDDEN);
+    h->batch_size = load_u32(p + OFF_BATCH);
+    h->max_seq_len = load_u32(p + OFF_MAX_SEQ_LEN);
+    h->reduction = load_u32(p + OFF_REDUCTION);
+    h->seed = load_u64(p + OFF_SEED);
+    h->init_scale = load_f64(p + OFF_INIT_SCALE);
+    h->optimizer_started = load_u32(p + OFF_OPT_STARTED);
+    h->optimizer_kind = load_u32(p + OFF_OPT_KIND);
+    h->optimizer_steps = load_u64(p + OFF_OPT_STEPS);
+    h->optimizer_slots = load_u32(p + OFF_OPT_SLOTS);
+    h->reserved = load_u32(p + OFF_RESERVED);
+    h->param_count = load_u64(p + OFF_PARAM_COUNT);
+    h->state_count = load_u64(p + OFF_STATE_COUNT);
+    h->file_size = load_u64(p + OFF_FILE_SIZE);
+
+    if (actual_size < h->file_size)
+        return fail_file(GPURNN_ERR_FORMAT, load_fn, path,
+                         "truncated: file has %" PRIu64 " bytes, header says %" PRIu64, actual_size,
+                         h->file_size);
+    if (actual_size > h->file_size)
+        return fail_file(GPURNN_ERR_FORMAT, load_fn, path,
+                         "file has %" PRIu64 " bytes, header says %" PRIu64 " (%" PRIu64
+                         " unexpected bytes at the end)",
+                         actual_size, h->file_size, actual_size - h->file_size);
+    return GPURNN_OK;
+}
+
+static int dimension_ok(const char *name, uint32_t v, char *why, size_t cap)
+{
+    /* The config holds ints; the real bound on V, H and B is that the file must hold
+     * their buffers, which the exact-size check enforces before anything is allocated. */
+    if (v >= 1 && v <= (uint32_t)INT_MAX) return 1;
+    snprintf(why, cap, "%s %" PRIu32 " is outside [1, %d]", name, v, INT_MAX);
+    return 0;
+}
+
+/* Everything the rest of the loader relies on (enum ranges, counts that match the
+ * dimensions, sizes that fit, file_size equal to what the dimensions give) is
+ * established here. Returns 1 if the header is valid; otherwise writes why. */
+static int header_validate(const ckpt_header *h, char *why, size_t cap)
+{
+#define REJECT(...)                                                                                \
+    do {                                                                                           \
+        snprintf(why, cap, __VA_ARGS__);                                                           \
+        return 0;                                                                                  \
+    } while (0)
+    if (h->dtype != GPURNN_F32 && h->dtype != GPURNN_F64)
+        REJECT("dtype %" PRIu32 " is not 0 (float32) or 1 (float64)", h->dtype);
+    uint32_t element_bytes = h->dtype == GPURNN_F64 ? 8u : 4u;
+    if (h->element_bytes != element_bytes)
+        REJECT("element size %" PRIu32 " does not match dtype %s (%" PRIu32 " bytes)",
+               h->element_bytes, h->dtype == GPURNN_F64 ? "float64" : "float32", element_bytes);
+    if (!dimension_ok("vocab_size", h->vocab_size, why, cap) ||
+        !dimension_ok("hidden_size", h->hidden_size, why, cap) ||
+        !dimension_ok("batch_size", h->batch_size, why, cap) ||
+        !dimension_ok("max_seq_len", h->max_seq_len, why, cap))
+        return 0;
+    if (h->reduction != GPURNN_LOSS_SUM && h->reduction != GPURNN_LOSS_MEAN)
+        REJECT("loss reduction %" PRIu32 " is not 0 (sum) or 1 (mean)", h->reduction);
+    if (!isfinite(h->init_scale) || h->init_scale < 0)
+        REJECT("init_scale %g is not finite and >= 0", h->init_scale);
+    if (h->optimizer_started > 1)
+        REJECT("optimizer_started %" PRIu32 " is not 0 or 1", h->optimizer_started);
+    if (h->optimizer_kind > GPURNN_ADAM)
+        REJECT("optimizer kind %" PRIu32 " is not 0 (SGD), 1 (Adagrad) or 2 (Adam)",
+               h->optimizer_kind);
+    if (h->optimizer_steps > (uint64_t)INT64_MAX)
+        REJECT("optimizer step count %" PRIu64 " is larger than 2^63 - 1", h->optimizer_steps);
+    if (!h->optimizer_started && (h->optimizer_kind != 0 || h->optimizer_steps != 0))
+        REJECT("optimizer not started, but its kind is %" PRIu32 " and step count %" PRIu64
+               " (both must be 0)",
+               h->optimizer_kind, h->optimizer_steps);
+    uint32_t slots = slots_for(h->optimizer_started, h->optimizer_kind);
+    if (h->optimizer_slots != slots)
+        REJECT("%" PRIu32 " optimizer slots stored, but this optimizer state has %" PRIu32,
+               h->optimizer_slots, slots);
+    if (h->reserved != 0) REJECT("reserved field is %" PRIu32 ", not 0", h->reserved);
+
+    /* V, H, B < 2^31, so these products and sums fit in 64 bits. */
+    uint64_t V = h->vocab_size, H = h->hidden_size, B = h->batch_size;
+    uint64_t params = 2 * H * V + H * H + H + V;
+    if (h->param_count != params)
+        REJECT("param_count %" PRIu64 " does not match vocab_size %" PRIu64
+               " and hidden_size %" PRIu64 " (2HV + H^2 + H + V = %" PRIu64 ")",
+               h->param_count, V, H, params);
+    if (h->state_count != B * H)
+        REJECT("state_count %" PRIu64 " does not match batch_size * hidden_size = %" PRIu64,
+               h->state_count, B * H);
+    if (params > SIZE_MAX || B * H > SIZE_MAX)
+        REJECT("%" PRIu64 " parameters do not fit in this machine's size_t", params);
+    uint64_t expected = expected_file_size(h);
+    if (expected == 0 || expected > (uint64_t)INT64_MAX)
+        REJECT("absurd size: %" PRIu64 " parameters and %" PRIu64
+               " state values do not fit in a file",
+               h->param_count, h->state_count);
+    if (h->file_size != expected)
+        REJECT("header says the file has %" PRIu64 " bytes, but its dimensions give %" PRIu64,
+               h->file_size, expected);
+    return 1;
+#undef REJECT
+}
+
+/* ---- buffered writer with a running CRC --------------------------------------------- */
+
+typedef struct ckpt_writer {
+    int fd;
+    unsigned char *buf;
+    size_t len, cap;
+    uint64_t crc;
+    int err; /* errno of the first failed write, 0 if none */
+} ckpt_writer;
+
+static int write_all(int fd, const unsigned char *p, size_t n, int *err)
+{
+    while (n > 0) {
+        ssize_t done = write(fd, p, n);
+        if (done < 0) {
+            if (errno == EINTR) continue;
+            *err = errno;
+            return 0;
+        }
+        if (done == 0) { /* not expected of a regular file; do not spin */
+            *err = EIO;
+            return 0;
+        }
+        p += done;
+        n -= (size_t)done;
+    }
+    return 1;
+}
+
+static int writer_flush(ckpt_writer *w)
+{
+    if (w->err) return 0;
+    w->crc = gpurnn_crc64_update(w->crc, w->buf, w->len);
+    if (!write_all(w->fd, w->buf, w->len, &w->err)) return 0;
+    w->len = 0;
+    return 1;
+}
+
+/* Room for n (<= cap) bytes, to be filled by the caller; NULL after a write error. */
+static unsigned char *writer_reserve(ckpt_writer *w, size_t n)
+{
+    if (w->cap - w->len < n && !writer_flush(w)) return NULL;
+    unsigned char *p = w->buf + w->len;
+    w->len += n;
+    return p;
+}
+
+/* ---- buffered reader with a running CRC --------------------------------------------- */
+
+typedef struct ckpt_reader {
+    int fd;
+    const char *path;
+    uint64_t size;    /* bytes the file had when opened */
+    uint64_t crc_end; /* bytes before this offset are covered by the checksum */
+    uint64_t filled;  /* file offset just past the last byte read */
+    uint64_t crc;
+    unsigned char *buf;
+    size_t start, end, cap;
+} ckpt_reader;
+
+/* File offset of the next byte reader_take will hand out. */
+static uint64_t reader_offset(const ckpt_reader *r) { return r->filled - (r->end - r->start); }
+
+static void reader_rewind(ckpt_reader *r)
+{
+    r->filled = 0;
+    r->crc = 0;
+    r->start = r->end = 0;
+}
+
+/* Points *out at the next n (<= cap) bytes of the file. Reads never go past the size
+ * the file had when opened, so the checksum covers exactly the bytes before crc_end. */
+static gpurnn_status reader_take(ckpt_reader *r, size_t n, const unsigned char **out)
+{
+    if (r->end - r->start < n) {
+        memmove(r->buf, r->buf + r->start, r->end - r->start);
+        r->end -= r->start;
+        r->start = 0;
+        while (r->end < n) {
+            uint64_t left = r->size - r->filled;
+            size_t want = r->cap - r->end;
+            if (want > left) want = (size_t)left;
+            if (want == 0)
+                return fail_file(GPURNN_ERR_FORMAT, load_fn, r->path,
+                                 "unexpected end of data at byte %" PRIu64, r->filled);
+            ssize_t got = read(r->fd, r->buf + r->end, want);
+            if (got < 0) {
+                if (errno == EINTR) continue;
+                return fail_errno(load_fn, "read", r->path, errno);
+            }
+            if (got == 0)
+                return fail_file(GPURNN_ERR_FORMAT, load_fn, r->path,
+                                 "the file shrank to %" PRIu64
+                                 " bytes while it was read (it had %" PRIu64 ")",
+                                 r->filled, r->size);
+            if (r->filled < r->crc_end) {
+                uint64_t covered = r->crc_end - r->filled;
+                size_t c = (uint64_t)got < covered ? (size_t)got : (size_t)covered;
+                r->crc = gpurnn_crc64_update(r->crc, r->buf + r->end, c);
+            }
+            r->filled += (uint64_t)got;
+            r->end += (size_t)got;
+        }
+    }
+    *out = r->buf + r->start;
+    r->start += n;
+    return GPURNN_OK;
+}
+
+/* After the trailer: a file that grew since it was opened was being rewritten. */
+static gpurnn_status reader_expect_end(ckpt_reader *r)
+{
+    unsigned char extra;
+    for (;;) {
+        ssize_t got = read(r->fd, &extra, 1);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) return fail_errno(load_fn, "read", r->path, errno);
+        if (got > 0)
+            return fail_file(GPURNN_ERR_FORMAT, load_fn, r->path,
+                             "the file grew beyond %" PRIu64 " bytes while it was read", r->size);
+        return GPURNN_OK;
+    }
+}
+
+/* ---- saving -------------------------------------------------------------------------- */
+
+typedef struct save_job {
+    const char *path;
+    char *dir;        /* directory part of path, for the temporary file and the final sync */
+    const char *base; /* file name part of path */
+    char *tmp;        /* temporary file name; exists on disk while fd >= 0 and !renamed */
+    int fd;
+    int renamed;
+} save_job;
+
+static gpurnn_status split_path(save_job *job)
+{
+    const char *slash = strrchr(job->path, '/');
+    size_t dir_len = !slash ? 1 : slash == job->path ? 1 : (size_t)(slash - job->path);
+    const char *dir_src = !slash ? "." : slash == job->path ? "/" : job->path;
+    job->base = slash ? slash + 1 : job->path;
+    job->dir = malloc(dir_len + 1);
+    job->tmp = malloc(strlen(job->path) + sizeof ".tmp-XXXXXX");
+    if (!job->dir || !job->tmp)
+        return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes for file names",
+                           save_fn, dir_len + 1 + strlen(job->path) + sizeof ".tmp-XXXXXX");
+    memcpy(job->dir, dir_src, dir_len);
+    job->dir[dir_len] = '\0';
+    return GPURNN_OK;
+}
+
+static int same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+/* A save killed before its rename leaves "<path>.tmp-XXXXXX" behind. A live save holds
+ * an flock on its temporary file for as long as the name exists (see
+ * create_temporary), and the kernel drops it when the process dies, so a temporary
+ * file of this path that can be locked belongs to no running save and is removed.
+ * flock, unlike fcntl locks, also excludes another thread of this process. Best effort:
+ * whatever fails here is left alone. */
+static void remove_stale_temporaries(const save_job *job)
+{
+    DIR *d = opendir(job->dir);
+    if (!d) return;
+    int dfd = dirfd(d);
+    size_t base_len = strlen(job->base);
+    const char *suffix = ".tmp-";
+    size_t suffix_len = strlen(suffix);
+    struct dirent *e;
+    while (dfd >= 0 && (e = readdir(d)) != NULL) {
+        const char *name = e->d_name;
+        if (strlen(name) != base_len + suffix_len + 6 || strncmp(name, job->base, base_len) != 0 ||
+            strncmp(name + base_len, suffix, suffix_len) != 0)
+            continue;
+        int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) continue;
+        struct stat held, named;
+        if (fstat(fd, &held) == 0 && S_ISREG(held.st_mode) && flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+            fstatat(dfd, name, &named, AT_SYMLINK_NOFOLLOW) == 0 && same_file(&held, &named))
+            unlinkat(dfd, name, 0);
+        close(fd);
+    }
+    closedir(d);
+}
+
+/* Creates and locks the temporary file. A concurrent save of the same path may be
+ * removing stale temporaries: if it got to our fresh file before we locked it, the
+ * name no longer leads to our file (or we cannot lock it), and we try a new name. */
+static gpurnn_status create_temporary(save_job *job)
+{
+    for (int attempt = 0; attempt < CKPT_TEMP_ATTEMPTS; attempt++) {
+        sprintf(job->tmp, "%s.tmp-XXXXXX", job->path);
+        int fd = mkstemp(job->tmp);
+        if (fd < 0) return fail_errno(save_fn, "create temporary file for", job->path, errno);
+        (void)fcntl(fd, F_SETFD, FD_CLOEXEC); /* a child of ours must not hold the lock */
+        int locked = flock(fd, LOCK_EX | LOCK_NB) == 0;
+        /* A file system without flock: save unlocked; cleaners cannot lock it either,
+         * so they leave it alone. */
+        int lockable = locked || (errno != EWOULDBLOCK && errno != EAGAIN);
+        struct stat held, named;
+        if (lockable && fstat(fd, &held) == 0 && lstat(job->tmp, &named) == 0 &&
+            same_file(&held, &named)) {
+            job->fd = fd;
+            return GPURNN_OK;
+        }
+        close(fd); /* the cleaner that holds or removed it unlinks it */
+    }
+    return gpurnn_fail(GPURNN_ERR_IO,
+                       "%s: cannot create temporary file for '%s': it was removed %d times by "
+                       "concurrent saves",
+                       save_fn, show_path(job->path).text, CKPT_TEMP_ATTEMPTS);
+}
+
+/* The temporary file is private to mkstemp (0600); give the checkpoint the permissions
+ * of the file it replaces, or 0644 for a new one. Best effort: some file systems have
+ * no permissions to set. */
+static void set_permissions(const save_job *job)
+{
+    struct stat old;
+    mode_t mode = 0644;
+    if (stat(job->path, &old) == 0 && S_ISREG(old.st_mode)) mode = old.st_mode & 0777;
+    (void)fchmod(job->fd, mode);
+}
+
+/* Streams one buffer from the backend into the writer, chunk by chunk. */
+static gpurnn_status save_section(const gpurnn_model *m, const ckpt_header *h,
+                                  const ckpt_section *s, ckpt_writer *w, double *values,
+                                  const char *path)
+{
+    size_t eb = h->element_bytes;
+    for (uint64_t off = 0; off < s->count;) {
+        size_t n =
+            s->count - off < CKPT_CHUNK_VALUES ? (size_t)(s->count - off) : CKPT_CHUNK_VALUES;
+        gpurnn_status st = m->ops->read(m->ctx, s->buffer, (size_t)off, n, values);
+        if (st != GPURNN_OK) return gpurnn_fail_context(st, save_fn);
+        /* Refuse to write what load would reject, so the previous checkpoint survives. */
+        char why[200];
+        if (!check_values(h, s, off, values, n, why, sizeof why))
+            return gpurnn_fail(GPURNN_ERR_NUMERIC, "%s: cannot save '%s': %s", save_fn,
+                               show_path(path).text, why);
+        unsigned char *p = writer_reserve(w, n * eb);
+        if (!p) return fail_errno(save_fn, "write checkpoint", path, w->err);
+        if (eb == 4)
+            for (size_t i = 0; i < n; i++) store_f32(p + 4 * i, (float)values[i]);
+        else
+            for (size_t i = 0; i < n; i++) store_f64(p + 8 * i, values[i]);
+        off += n;
+    }
+    return GPURNN_OK;
+}
+
+/* Header, payload and checksum into the open temporary file. */
+static gpurnn_status save_contents(const gpurnn_model *m, const save_job *job,
+                                   ckpt_scratch *scratch)
+{
+    ckpt_header h;
+    header_from_model(m, &h);
+    if (h.file_size == 0)
+        return gpurnn_fail(GPURNN_ERR_INVALID_STATE, "%s: the model's size does not fit a file",
+                           save_fn);
+    ckpt_writer w = {.fd = job->fd, .buf = scratch->bytes, .cap = sizeof scratch->bytes};
+    unsigned char *p = writer_reserve(&w, CKPT_HEADER_BYTES);
+    if (!p) return fail_errno(save_fn, "write checkpoint", job->path, w.err);
+    header_encode(&h, p);
+
+    ckpt_section sections[4];
+    int count = payload_sections(&h, sections);
+    for (int i = 0; i < count; i++) {
+        gpurnn_status s = save_section(m, &h, &sections[i], &w, scratch->values, job->path);
+        if (s != GPURNN_OK) return s;
+    }
+    if (!writer_flush(&w)) return fail_errno(save_fn, "write checkpoint", job->path, w.err);
+    unsigned char trailer[CKPT_TRAILER_BYTES];
+    store_u64(trailer, w.crc);
+    if (!write_all(job->fd, trailer, sizeof trailer, &w.err))
+        return fail_errno(save_fn, "write checkpoint", job->path, w.err);
+    return GPURNN_OK;
+}
+
+static int fsync_retrying(int fd)
+{
+    int r;
+    do r = fsync(fd);
+    while (r != 0 && errno == EINTR);
+    return r;
+}
+
+/* Makes the new file durable, then atomically visible. The descriptor (and with it the
+ * lock that protects the temporary name) is kept until after the rename. */
+static gpurnn_status save_commit(save_job *job)
+{
+    if (fsync_retrying(job->fd) != 0) return fail_errno(save_fn, "sync to disk", job->path, errno);
+    if (rename(job->tmp, job->path) != 0)
+        return fail_errno(save_fn, "rename the temporary file over", job->path, errno);
+    job->renamed = 1;
+
+    /* The rename is durable only once the directory is synced. Some file systems do not
+     * sync directories (EINVAL, ENOTSUP) or cannot open them for reading; the file is
+     * already in place then, so only real I/O errors are reported. */
+    int err = 0;
+    int dfd = open(job->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        if (fsync_retrying(dfd) != 0 && errno != EINVAL && errno != ENOTSUP &&
+            errno != EOPNOTSUPP && errno != EBADF && errno != EROFS)
+            err = errno;
+        close(dfd);
+    }
+    int fd = job->fd;
+    job->fd = -1;
+    if (close(fd) != 0 && errno != EINTR && !err) err = errno;
+    if (err)
+        return gpurnn_fail(GPURNN_ERR_IO,
+                           "%s: the checkpoint '%s' was written, but syncing its directory '%s' "
+                           "failed: %s",
+                           save_fn, show_path(job->path).text, show_path(job->dir).text,
+                           describe_errno(err).text);
+    return GPURNN_OK;
+}
+
+gpurnn_status gpurnn_model_save(const gpurnn_model *m, const char *path)
+{
+    if (!m) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: model is NULL", save_fn);
+    if (!path) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: path is NULL", save_fn);
+    if (!path[0]) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: path is empty", save_fn);
+
+    save_job job = {.path = path, .fd = -1};
+    ckpt_scratch *scratch = malloc(sizeof *scratch);
+    gpurnn_status s = scratch
+                          ? GPURNN_OK
+                          : gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes",
+                                        save_fn, sizeof *scratch);
+    if (s == GPURNN_OK) s = split_path(&job);
+    if (s == GPURNN_OK) {
+        remove_stale_temporaries(&job);
+        s = create_temporary(&job);
+    }
+    if (s == GPURNN_OK) {
+        set_permissions(&job);
+        s = save_contents(m, &job, scratch);
+    }
+    if (s == GPURNN_OK) s = save_commit(&job);
+    if (job.fd >= 0) {
+        /* Unlink before close: the name must not outlive the lock that marks it live. */
+        if (!job.renamed) unlink(job.tmp);
+        close(job.fd);
+    }
+    free(job.tmp);
+    free(job.dir);
+    free(scratch);
+    return s;
+}
+
+/* ---- loading ------------------------------------------------------------------------- */
+
+typedef struct load_job {
+    const char *path;
+    ckpt_reader reader;
+    ckpt_scratch *scratch;
+    ckpt_header header;
+    unsigned char header_bytes[CKPT_HEADER_BYTES];
+    uint64_t stored_crc;
+    char problem[256]; /* the first bad value seen, reported once the checksum is known good */
+} load_job;
+
+/* Reads the payload sections and the trailer. With m == NULL only checks the values;
+ * otherwise also writes them into the model. Leaves the stored checksum in *stored. */
+static gpurnn_status read_payload(load_job *job, gpurnn_model *m, uint64_t *stored)
+{
+    const ckpt_header *h = &job->header;
+    size_t eb = h->element_bytes;
+    double *values = job->scratch->values;
+    ckpt_section sections[4];
+    int count = payload_sections(h, sections);
+    for (int k = 0; k < count; k++) {
+        const ckpt_section *s = &sections[k];
+        for (uint64_t off = 0; off < s->count;) {
+            size_t n =
+                s->count - off < CKPT_CHUNK_VALUES ? (size_t)(s->count - off) : CKPT_CHUNK_VALUES;
+            const unsigned char *p;
+            gpurnn_status st = reader_take(&job->reader, n * eb, &p);
+            if (st != GPURNN_OK) return st;
+            if (eb == 4)
+                for (size_t i = 0; i < n; i++) values[i] = (double)load_f32(p + 4 * i);
+            else
+                for (size_t i = 0; i < n; i++) values[i] = load_f64(p + 8 * i);
+            if (!job->problem[0])
+                (void)check_values(h, s, off, values, n, job->problem, sizeof job->problem);
+            if (m) {
+                st = m->ops->write(m->ctx, s->buffer, (size_t)off, n, values);
+                if (st != GPURNN_OK) return gpurnn_fail_context(st, load_fn);
+            }
+            off += n;
+        }
+    }
+    const unsigned char *p;
+    gpurnn_status st = reader_take(&job->reader, CKPT_TRAILER_BYTES, &p);
+    if (st != GPURNN_OK) return st;
+    *stored = load_u64(p);
+    return GPURNN_OK;
+}
+
+/* Checksums the payload without interpreting it, for a file whose header is invalid. */
+static gpurnn_status read_raw(load_job *job, uint64_t *stored)
+{
+    ckpt_reader *r = &job->reader;
+    const unsigned char *p;
+    while (reader_offset(r) < r->crc_end) {
+        uint64_t left = r->crc_end - reader_offset(r);
+        gpurnn_status st = reader_take(r, left < r->cap ? (size_t)left : r->cap, &p);
+        if (st != GPURNN_OK) return st;
+    }
+    gpurnn_status st = reader_take(r, CKPT_TRAILER_BYTES, &p);
+    if (st != GPURNN_OK) return st;
+    *stored = load_u64(p);
+    return GPURNN_OK;
+}
+
+/* First pass: header, exact size, checksum and values, all before any allocation the
+ * file could influence. Damage is reported as such (checksum mismatch) before any
+ * complaint about a field or value, which a checksum-valid file alone can earn. */
+static gpurnn_status load_verify(load_job *job)
+{
+    ckpt_reader *r = &job->reader;
+    size_t head = r->size < CKPT_HEADER_BYTES ? (size_t)r->size : CKPT_HEADER_BYTES;
+    const unsigned char *p;
+    if (head > 0) {
+        gpurnn_status st = reader_take(r, head, &p);
+        if (st != GPURNN_OK) return st;
+        memcpy(job->header_bytes, p, head);
+    }
+    gpurnn_status st = header_read(job->path, job->header_bytes, head, r->size, &job->header);
+    if (st != GPURNN_OK) return st;
+
+    char header_problem[256];
+    int header_ok = header_validate(&job->header, header_problem, sizeof header_problem);
+    st = header_ok ? read_payload(job, NULL, &job->stored_crc) : read_raw(job, &job->stored_crc);
+    if (st != GPURNN_OK) return st;
+    if (job->stored_crc != r->crc)
+        return fail_file(GPURNN_ERR_FORMAT, load_fn, job->path,
+                         "checksum mismatch: stored 0x%016" PRIX64 ", computed 0x%016" PRIX64
+                         " (the file is damaged)",
+                         job->stored_crc, r->crc);
+    if (!header_ok) return fail_file(GPURNN_ERR_FORMAT, load_fn, job->path, "%s", header_problem);
+    if (job->problem[0])
+        return fail_file(GPURNN_ERR_FORMAT, load_fn, job->path, "%s", job->problem);
+    return reader_expect_end(r);
+}
+
+/* Creates an empty model for the file's configuration on the caller's backend. */
+static gpurnn_status load_create(load_job *job, gpurnn_backend backend, gpurnn_model **out)
+{
+    const ckpt_header *h = &job->header;
+    gpurnn_config cfg;
+    gpurnn_config_init(&cfg);
+    cfg.vocab_size = (int)h->vocab_size;
+    cfg.hidden_size = (int)h->hidden_size;
+    cfg.batch_size = (int)h->batch_size;
+    cfg.max_seq_len = (int)h->max_seq_len;
+    cfg.dtype = (gpurnn_dtype)h->dtype;
+    cfg.backend = backend;
+    cfg.reduction = (gpurnn_loss_reduction)h->reduction;
+    cfg.seed = (unsigned long long)h->seed;
+    cfg.init_scale = h->init_scale;
+
+    /* The caller's arguments are already checked, so a configuration the library
+     * refuses is a fault of the file. */
+    char context[300];
+    snprintf(context, sizeof context, "%s: checkpoint '%s': its configuration is invalid", load_fn,
+             show_path(job->path).text);
+    gpurnn_config resolved;
+    gpurnn_status s = gpurnn_config_resolve(&cfg, &resolved);
+    if (s == GPURNN_ERR_INVALID_ARGUMENT) return gpurnn_fail_context(GPURNN_ERR_FORMAT, context);
+    if (s != GPURNN_OK) return gpurnn_fail_context(s, load_fn);
+    gpurnn_model *m = NULL;
+    s = gpurnn_model_create_empty(&resolved, &m);
+    if (s == GPURNN_ERR_INVALID_ARGUMENT) return gpurnn_fail_context(GPURNN_ERR_FORMAT, context);
+    if (s != GPURNN_OK) return gpurnn_fail_context(s, load_fn);
+    if (m->param_count != h->param_count || m->state_count != h->state_count) {
+        s = fail_file(GPURNN_ERR_FORMAT, load_fn, job->path,
+                      "the model built from it has %zu parameters and %zu state values, the file "
+                      "%" PRIu64 " and %" PRIu64,
+                      m->param_count, m->state_count, h->param_count, h->state_count);
+        gpurnn_model_destroy(m);
+        return s;
+    }
+    *out = m;
+    return GPURNN_OK;
+}
+
+/* Second pass: the same bytes again, now into the model. Any difference from the first
+ * pass means the file was replaced or rewritten in between. */
+static gpurnn_status load_fill(load_job *job, gpurnn_model *m)
+{
+    ckpt_reader *r = &job->reader;
+    if (lseek(r->fd, 0, SEEK_SET) != 0) return fail_errno(load_fn, "seek in", job->path, errno);
+    reader_rewind(r);
+    job->problem[0] = '\0';
+    const unsigned char *p;
+    gpurnn_status st = reader_take(r, CKPT_HEADER_BYTES, &p);
+    if (st != GPURNN_OK) return st;
+    uint64_t stored = 0;
+    if (memcmp(p, job->header_bytes, CKPT_HEADER_BYTES) == 0) st = read_payload(job, m, &stored);
+    if (st != GPURNN_OK) return st;
+    if (stored != job->stored_crc || r->crc != job->stored_crc || job->problem[0])
+        return fail_file(GPURNN_ERR_FORMAT, load_fn, job->path,
+                         "the file changed while it was being loaded");
+    return reader_expect_end(r);
+}
+
+gpurnn_status gpurnn_model_load(const char *path, gpurnn_backend backend, gpurnn_model **out)
+{
+    if (!path) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: path is NULL", load_fn);
+    if (!out) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: out is NULL", load_fn);
+    if (!path[0]) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: path is empty", load_fn);
+    if (backend != GPURNN_BACKEND_AUTO && backend != GPURNN_BACKEND_CPU &&
+        backend != GPURNN_BACKEND_CUDA)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "%s: backend = %d is not GPURNN_BACKEND_AUTO, _CPU or _CUDA", load_fn,
+                           (int)backend);
+
+    /* O_NONBLOCK so that a FIFO named as a checkpoint is refused, not waited on. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return fail_errno(load_fn, "open", path, errno);
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int err = errno;
+        close(fd);
+        return fail_errno(load_fn, "examine", path, err);
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size < 0) {
+        close(fd);
+        return gpurnn_fail(GPURNN_ERR_IO, "%s: cannot load '%s': %s", load_fn, show_path(path).text,
+                           S_ISDIR(st.st_mode) ? "it is a directory" : "it is not a regular file");
+    }
+
+    load_job job;
+    memset(&job, 0, sizeof job);
+    job.path = path;
+    job.scratch = malloc(sizeof *job.scratch);
+    if (!job.scratch) {
+        close(fd);
+        return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes", load_fn,
+                           sizeof *job.scratch);
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    job.reader = (ckpt_reader){
+        .fd = fd,
+        .path = path,
+        .size = size,
+        .crc_end = size >= CKPT_TRAILER_BYTES ? size - CKPT_TRAILER_BYTES : 0,
+        .buf = job.scratch->bytes,
+        .cap = sizeof job.scratch->bytes,
+    };
+
+    gpurnn_model *m = NULL;
+    gpurnn_status s = load_verify(&job);
+    if (s == GPURNN_OK) s = load_create(&job, backend, &m);
+    if (s == GPURNN_OK) s = load_fill(&job, m);
+    if (s == GPURNN_OK) {
+        m->optimizer_started = (int)job.header.optimizer_started;
+        m->optimizer_kind = (gpurnn_optimizer_kind)job.header.optimizer_kind;
+        m->optimizer_steps = (long long)job.header.optimizer_steps;
+        m->forward_valid = 0;
+        *out = m;
+    } else {
+        gpurnn_model_destroy(m);
+    }
+    close(fd);
+    free(job.scratch);
+    return s;
+}
