@@ -131,7 +131,8 @@ GPURNN_API size_t gpurnn_tensor_size(const gpurnn_model *m, gpurnn_tensor t);
 
 /* Host float64 views of the flat buffers, whatever the model's dtype.
  * n must equal gpurnn_param_count(m); dst/src hold n values.
- * params_set rejects non-finite values (INVALID_ARGUMENT naming the tensor and entry);
+ * params_set rejects values that are not finite, or would not be in the model's dtype
+ * (e.g. 1e300 for float32): INVALID_ARGUMENT naming the tensor and entry;
  * it invalidates the last forward pass (backward then returns INVALID_STATE).
  * Errors: INVALID_ARGUMENT (NULL, wrong n, non-finite value), CUDA. */
 GPURNN_API gpurnn_status gpurnn_params_get(const gpurnn_model *m, double *dst, size_t n);
@@ -140,7 +141,8 @@ GPURNN_API gpurnn_status gpurnn_grads_get(const gpurnn_model *m, double *dst, si
 
 /* Carried hidden state: B*H values, sequence b's vector at [b*H, (b+1)*H).
  * gpurnn_forward starts from it and leaves h_{T-1} there, as min-char-rnn's hprev
- * (no gradient crosses calls). n must equal B*H; state_set rejects non-finite values.
+ * (no gradient crosses calls). n must equal B*H; state_set rejects values that are not
+ * finite in the model's dtype.
  * Errors: INVALID_ARGUMENT, CUDA. */
 GPURNN_API gpurnn_status gpurnn_state_get(const gpurnn_model *m, double *dst, size_t n);
 GPURNN_API gpurnn_status gpurnn_state_set(gpurnn_model *m, const double *src, size_t n);

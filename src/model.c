@@ -1,6 +1,7 @@
 /* The dispatch layer: every public call that takes a model checks its arguments here,
  * once, then calls the backend's table. Nothing reaches a backend unchecked, and nothing
  * is changed before every check has passed. */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -182,10 +183,12 @@ static gpurnn_status check_view(const char *fn, const gpurnn_model *m, const voi
     return GPURNN_OK;
 }
 
-static gpurnn_status first_nonfinite(const double *v, size_t n, size_t *index)
+/* The first value that is not finite, or that would not be once stored in dtype. */
+static gpurnn_status first_nonfinite(const double *v, size_t n, gpurnn_dtype dtype, size_t *index)
 {
+    const double largest = dtype == GPURNN_F32 ? (double)FLT_MAX : DBL_MAX;
     for (size_t i = 0; i < n; i++) {
-        if (!isfinite(v[i])) {
+        if (!(fabs(v[i]) <= largest)) {
             *index = i;
             return GPURNN_ERR_INVALID_ARGUMENT;
         }
@@ -212,12 +215,12 @@ gpurnn_status gpurnn_params_set(gpurnn_model *m, const double *src, size_t n)
     gpurnn_status s = check_view("gpurnn_params_set", m, src, n, gpurnn_param_count(m), "parameters");
     if (s != GPURNN_OK) return s;
     size_t bad;
-    if (first_nonfinite(src, n, &bad) != GPURNN_OK) {
+    if (first_nonfinite(src, n, m->cfg.dtype, &bad) != GPURNN_OK) {
         char where[64];
         gpurnn_layout_describe((size_t)m->cfg.vocab_size, (size_t)m->cfg.hidden_size, bad, where,
                                sizeof where);
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
-                           "gpurnn_params_set: value %g at index %zu (%s) is not finite", src[bad],
+                           "gpurnn_params_set: value %g at index %zu (%s) is not finite in the model's dtype", src[bad],
                            bad, where);
     }
     s = m->ops->write(m->ctx, GPURNN_BUF_PARAMS, 0, n, src);
@@ -240,10 +243,10 @@ gpurnn_status gpurnn_state_set(gpurnn_model *m, const double *src, size_t n)
                                  "state values (batch_size * hidden_size)");
     if (s != GPURNN_OK) return s;
     size_t bad;
-    if (first_nonfinite(src, n, &bad) != GPURNN_OK) {
+    if (first_nonfinite(src, n, m->cfg.dtype, &bad) != GPURNN_OK) {
         size_t H = (size_t)m->cfg.hidden_size;
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
-                           "gpurnn_state_set: value %g at index %zu (b=%zu, unit %zu) is not finite",
+                           "gpurnn_state_set: value %g at index %zu (b=%zu, unit %zu) is not finite in the model's dtype",
                            src[bad], bad, bad / H, bad % H);
     }
     return m->ops->write(m->ctx, GPURNN_BUF_STATE, 0, n, src);
@@ -333,7 +336,7 @@ static void describe_first_nonfinite_grad(const gpurnn_model *m, char *buf, size
                                                               : GPURNN_HOST_CHUNK;
         if (m->ops->read(m->ctx, GPURNN_BUF_GRADS, start, n, chunk) != GPURNN_OK) break;
         size_t bad;
-        if (first_nonfinite(chunk, n, &bad) != GPURNN_OK) {
+        if (first_nonfinite(chunk, n, GPURNN_F64, &bad) != GPURNN_OK) {
             char where[64];
             gpurnn_layout_describe((size_t)m->cfg.vocab_size, (size_t)m->cfg.hidden_size,
                                    start + bad, where, sizeof where);

@@ -1,0 +1,649 @@
+/* Checkpoints: save -> load round trip (bit-exact parameters, state and optimizer state,
+ * checked by one more identical step on both models), the byte layout of
+ * docs/checkpoint-format.md, damaged files (truncated, every byte flipped, wrong magic,
+ * wrong version, absurd sizes: GPURNN_ERR_FORMAT, *out untouched), I/O errors, and the
+ * crash-safe save (an existing file survives a failed save; no temporary file is left).
+ *
+ * The test builds and re-checksums crafted files with its own CRC-64/XZ, so the loader's
+ * field checks are exercised behind a valid checksum, not only the checksum. */
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cmath>
+#include <csignal>
+#include <cstring>
+#include <functional>
+
+#include "test_util.h"
+
+using namespace gt;
+
+namespace {
+
+gpurnn_model *const kSentinel = reinterpret_cast<gpurnn_model *>(static_cast<uintptr_t>(0x5e7711e1));
+
+/* CRC-64/XZ, bit by bit (reflected 0xC96C5795D7870F42, init and xorout all ones). */
+uint64_t crc64_xz(const unsigned char *p, size_t n)
+{
+    uint64_t crc = ~0ULL;
+    for (size_t i = 0; i < n; ++i) {
+        crc ^= p[i];
+        for (int k = 0; k < 8; ++k)
+            crc = (crc & 1) ? (crc >> 1) ^ 0xC96C5795D7870F42ULL : crc >> 1;
+    }
+    return ~crc;
+}
+
+uint32_t get_u32(const std::vector<unsigned char> &b, size_t off)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; --i)
+        v = (v << 8) | b[off + i];
+    return v;
+}
+uint64_t get_u64(const std::vector<unsigned char> &b, size_t off)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; --i)
+        v = (v << 8) | b[off + i];
+    return v;
+}
+void put_u32(std::vector<unsigned char> &b, size_t off, uint32_t v)
+{
+    for (int i = 0; i < 4; ++i)
+        b[off + i] = (unsigned char)(v >> (8 * i));
+}
+void put_u64(std::vector<unsigned char> &b, size_t off, uint64_t v)
+{
+    for (int i = 0; i < 8; ++i)
+        b[off + i] = (unsigned char)(v >> (8 * i));
+}
+double get_f64(const std::vector<unsigned char> &b, size_t off)
+{
+    uint64_t u = get_u64(b, off);
+    double d;
+    std::memcpy(&d, &u, 8);
+    return d;
+}
+double get_f32(const std::vector<unsigned char> &b, size_t off)
+{
+    uint32_t u = get_u32(b, off);
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+void put_value(std::vector<unsigned char> &b, size_t off, double v, size_t e)
+{
+    if (e == 8) {
+        uint64_t u;
+        std::memcpy(&u, &v, 8);
+        put_u64(b, off, u);
+    } else {
+        float f = (float)v;
+        uint32_t u;
+        std::memcpy(&u, &f, 4);
+        put_u32(b, off, u);
+    }
+}
+/* Rewrites the trailing checksum so that it matches the (edited) bytes before it. */
+void fix_crc(std::vector<unsigned char> &b)
+{
+    put_u64(b, b.size() - 8, crc64_xz(b.data(), b.size() - 8));
+}
+
+enum {
+    OFF_VERSION = 8, OFF_DTYPE = 12, OFF_ELEMENT_BYTES = 16, OFF_V = 20, OFF_H = 24, OFF_B = 28, OFF_MAXT = 32,
+    OFF_RED = 36, OFF_SEED = 40, OFF_INIT_SCALE = 48, OFF_OPT_STARTED = 56, OFF_OPT_KIND = 60, OFF_OPT_STEPS = 64,
+    OFF_OPT_SLOTS = 72, OFF_RESERVED = 76, OFF_PARAM_COUNT = 80, OFF_STATE_COUNT = 88, OFF_FILE_SIZE = 96,
+    HEADER = 104
+};
+
+gpurnn_optimizer opt_of(gpurnn_optimizer_kind kind)
+{
+    gpurnn_optimizer o;
+    std::memset(&o, 0, sizeof o);
+    o.kind = kind;
+    o.learning_rate = 0.05;
+    o.momentum = kind == GPURNN_SGD ? 0.9 : 0.0;
+    return o;
+}
+
+/* Loads path expecting `want`; *out must stay untouched on failure. */
+::testing::AssertionResult load_fails(const std::string &path, gpurnn_backend backend, gpurnn_status want)
+{
+    gpurnn_model *out = kSentinel;
+    gpurnn_status st = gpurnn_model_load(path.c_str(), backend, &out);
+    const std::string msg = gpurnn_last_error();
+    if (st == GPURNN_OK) {
+        gpurnn_model_destroy(out);
+        return ::testing::AssertionFailure() << "loaded successfully, expected " << gpurnn_status_string(want);
+    }
+    if (st != want)
+        return ::testing::AssertionFailure() << "status " << gpurnn_status_string(st) << ", expected "
+                                             << gpurnn_status_string(want) << ": " << msg;
+    if (msg.empty())
+        return ::testing::AssertionFailure() << "empty gpurnn_last_error()";
+    if (out != kSentinel)
+        return ::testing::AssertionFailure() << "*out was changed on failure";
+    return ::testing::AssertionSuccess() << msg;
+}
+
+}  // namespace
+
+TEST(CheckpointCrc, MatchesTheDocumentedCheckValue)
+{
+    /* validates the test's own CRC against docs/checkpoint-format.md */
+    const unsigned char s[] = "123456789";
+    EXPECT_EQ(crc64_xz(s, 9), 0x995DC9BBDF1939FAULL);
+}
+
+class CheckpointTest : public BackendTest {
+protected:
+    static constexpr int V = 6, H = 5, B = 2, T = 8;
+
+    /* A model with random parameters and state that has taken two optimizer steps of
+     * `kind` (or none when started is false). */
+    RandomModel trained(gpurnn_dtype dt, bool started, gpurnn_optimizer_kind kind, uint64_t seed)
+    {
+        RandomModel r = make_random_model(backend(), dt, V, H, B, T, GPURNN_LOSS_MEAN, seed);
+        if (!r.m)
+            return r;
+        Rng rng(seed + 1);
+        const gpurnn_optimizer o = opt_of(kind);
+        for (int s = 0; s < (started ? 2 : 1); ++s) {
+            std::vector<int32_t> in = random_tokens(T * B, V, rng), tg = random_tokens(T * B, V, rng);
+            double loss;
+            EXPECT_EQ(gpurnn_zero_grad(r.m.get()), GPURNN_OK);
+            EXPECT_EQ(gpurnn_forward(r.m.get(), in.data(), tg.data(), T, &loss), GPURNN_OK);
+            EXPECT_EQ(gpurnn_backward(r.m.get()), GPURNN_OK);
+            if (started) {
+                EXPECT_EQ(gpurnn_step(r.m.get(), &o), GPURNN_OK) << gpurnn_last_error();
+            }
+        }
+        /* a carried state that is neither zero nor what forward left */
+        std::vector<double> st = random_normal(B * H, rng, 0.6);
+        if (dt == GPURNN_F32)
+            st = round_to_float(st);
+        EXPECT_EQ(gpurnn_state_set(r.m.get(), st.data(), st.size()), GPURNN_OK);
+        r.params = get_params(r.m.get());
+        r.state = st;
+        return r;
+    }
+
+    ModelPtr load(const std::string &path, gpurnn_backend b)
+    {
+        gpurnn_model *m = nullptr;
+        gpurnn_status st = gpurnn_model_load(path.c_str(), b, &m);
+        if (st != GPURNN_OK) {
+            ADD_FAILURE() << "gpurnn_model_load(" << path << "): " << gpurnn_status_string(st) << ": "
+                          << gpurnn_last_error();
+            return ModelPtr();
+        }
+        return ModelPtr(m);
+    }
+
+    /* A saved Adam-state float64 model and its bytes: the base of the damage tests. */
+    std::vector<unsigned char> saved_bytes(const TempDir &dir, gpurnn_dtype dt, bool started = true)
+    {
+        RandomModel r = trained(dt, started, GPURNN_ADAM, 90);
+        if (!r.m)
+            return {};
+        const std::string path = dir.file("base.ckpt");
+        EXPECT_EQ(gpurnn_model_save(r.m.get(), path.c_str()), GPURNN_OK) << gpurnn_last_error();
+        return read_file(path);
+    }
+};
+
+TEST_P(CheckpointTest, RoundTripIsBitExactAndTrainsOn)
+{
+    TempDir dir;
+    struct Case {
+        gpurnn_dtype dt;
+        bool started;
+        gpurnn_optimizer_kind kind;
+    };
+    const Case cases[] = {
+        {GPURNN_F64, false, GPURNN_SGD}, {GPURNN_F64, true, GPURNN_SGD}, {GPURNN_F64, true, GPURNN_ADAGRAD},
+        {GPURNN_F64, true, GPURNN_ADAM}, {GPURNN_F32, true, GPURNN_SGD}, {GPURNN_F32, true, GPURNN_ADAGRAD},
+        {GPURNN_F32, true, GPURNN_ADAM},
+    };
+    uint64_t seed = 80;
+    for (const Case &c : cases) {
+        SCOPED_TRACE(std::string(dtype_name(c.dt)) + (c.started ? " optimizer " + std::to_string(c.kind) : " no optimizer"));
+        RandomModel r = trained(c.dt, c.started, c.kind, seed++);
+        ASSERT_TRUE(r.m);
+        const std::string path = dir.file("model.ckpt");
+        const Snapshot orig = Snapshot::take(r.m.get());
+        ASSERT_EQ(gpurnn_model_save(r.m.get(), path.c_str()), GPURNN_OK) << gpurnn_last_error();
+        EXPECT_TRUE(snapshots_equal(Snapshot::take(r.m.get()), orig)) << "save changed the model";
+        EXPECT_EQ(dir.list().size(), 1u) << "save left extra files beside the checkpoint";
+
+        ModelPtr l = load(path, backend());
+        ASSERT_TRUE(l);
+        EXPECT_EQ(gpurnn_model_backend(l.get()), backend());
+        const gpurnn_config a = get_config(r.m.get()), b = get_config(l.get());
+        EXPECT_EQ(b.vocab_size, a.vocab_size);
+        EXPECT_EQ(b.hidden_size, a.hidden_size);
+        EXPECT_EQ(b.batch_size, a.batch_size);
+        EXPECT_EQ(b.max_seq_len, a.max_seq_len);
+        EXPECT_EQ(b.dtype, c.dt);
+        EXPECT_EQ(b.reduction, a.reduction);
+        EXPECT_EQ(b.seed, a.seed);
+        EXPECT_EQ(b.init_scale, a.init_scale);
+        EXPECT_TRUE(bit_equal(get_params(l.get()), orig.params));
+        EXPECT_TRUE(bit_equal(get_state(l.get()), orig.state));
+        for (double g : get_grads(l.get()))
+            ASSERT_EQ(g, 0.0) << "a loaded model starts with zero gradients";
+        EXPECT_TRUE(failed_with(gpurnn_backward(l.get()), GPURNN_ERR_INVALID_STATE))
+            << "a loaded model has no forward pass to backpropagate";
+
+        /* One more identical step on both: identical losses and parameters, so the
+         * optimizer state (moments, Adam's t) came through too. */
+        Rng rng(seed * 3);
+        std::vector<int32_t> in = random_tokens(T * B, V, rng), tg = random_tokens(T * B, V, rng);
+        const gpurnn_optimizer o = opt_of(c.kind);
+        double la = 0, lb = 1;
+        for (gpurnn_model *m : {r.m.get(), l.get()}) {
+            ASSERT_EQ(gpurnn_zero_grad(m), GPURNN_OK);
+            ASSERT_EQ(gpurnn_forward(m, in.data(), tg.data(), T, m == r.m.get() ? &la : &lb), GPURNN_OK);
+            ASSERT_EQ(gpurnn_backward(m), GPURNN_OK);
+            ASSERT_EQ(gpurnn_step(m, &o), GPURNN_OK) << gpurnn_last_error();
+        }
+        EXPECT_EQ(la, lb);
+        EXPECT_TRUE(bit_equal(get_params(l.get()), get_params(r.m.get()))) << "after one more step";
+        EXPECT_TRUE(bit_equal(get_state(l.get()), get_state(r.m.get())));
+        if (c.started) {
+            /* the optimizer state keeps its kind through the file */
+            const gpurnn_optimizer other = opt_of(c.kind == GPURNN_ADAM ? GPURNN_SGD : GPURNN_ADAM);
+            EXPECT_TRUE(failed_with(gpurnn_step(l.get(), &other), GPURNN_ERR_INVALID_ARGUMENT));
+        }
+    }
+}
+
+TEST_P(CheckpointTest, LoadsOnAnyBackendWithIdenticalParameters)
+{
+    /* written by the CPU backend, loaded on this one (and on AUTO) */
+    TempDir dir;
+    for (gpurnn_dtype dt : {GPURNN_F64, GPURNN_F32}) {
+        RandomModel r = make_random_model(GPURNN_BACKEND_CPU, dt, V, H, B, T, GPURNN_LOSS_SUM, 85);
+        ASSERT_TRUE(r.m);
+        const std::string path = dir.file(std::string("cpu-") + dtype_name(dt) + ".ckpt");
+        ASSERT_EQ(gpurnn_model_save(r.m.get(), path.c_str()), GPURNN_OK) << gpurnn_last_error();
+        for (gpurnn_backend b : {backend(), GPURNN_BACKEND_AUTO}) {
+            ModelPtr l = load(path, b);
+            ASSERT_TRUE(l);
+            EXPECT_NE(gpurnn_model_backend(l.get()), GPURNN_BACKEND_AUTO);
+            EXPECT_TRUE(bit_equal(get_params(l.get()), r.params));
+            EXPECT_TRUE(bit_equal(get_state(l.get()), r.state));
+        }
+    }
+}
+
+TEST_P(CheckpointTest, FileFollowsTheDocumentedLayout)
+{
+    TempDir dir;
+    for (gpurnn_dtype dt : {GPURNN_F64, GPURNN_F32}) {
+        SCOPED_TRACE(dtype_name(dt));
+        for (gpurnn_optimizer_kind kind : {GPURNN_SGD, GPURNN_ADAM}) {
+            RandomModel r = trained(dt, true, kind, 86);
+            ASSERT_TRUE(r.m);
+            const std::string path = dir.file("layout.ckpt");
+            ASSERT_EQ(gpurnn_model_save(r.m.get(), path.c_str()), GPURNN_OK);
+            const std::vector<unsigned char> b = read_file(path);
+            const size_t e = dt == GPURNN_F64 ? 8 : 4, P = ref_param_count(V, H), S = B * H;
+            const size_t slots = kind == GPURNN_ADAM ? 2 : 1;
+            ASSERT_EQ(b.size(), HEADER + e * (P * (1 + slots) + S) + 8);
+            const unsigned char magic[8] = {0x89, 'G', 'P', 'U', 'R', 'N', 'N', '\n'};
+            EXPECT_EQ(std::memcmp(b.data(), magic, 8), 0);
+            EXPECT_EQ(get_u32(b, OFF_VERSION), 1u);
+            EXPECT_EQ(get_u32(b, OFF_DTYPE), dt == GPURNN_F64 ? 1u : 0u);
+            EXPECT_EQ(get_u32(b, OFF_ELEMENT_BYTES), e);
+            EXPECT_EQ(get_u32(b, OFF_V), (uint32_t)V);
+            EXPECT_EQ(get_u32(b, OFF_H), (uint32_t)H);
+            EXPECT_EQ(get_u32(b, OFF_B), (uint32_t)B);
+            EXPECT_EQ(get_u32(b, OFF_MAXT), (uint32_t)T);
+            EXPECT_EQ(get_u32(b, OFF_RED), 1u);
+            EXPECT_EQ(get_u64(b, OFF_SEED), r.cfg.seed);
+            EXPECT_EQ(get_f64(b, OFF_INIT_SCALE), r.cfg.init_scale);
+            EXPECT_EQ(get_u32(b, OFF_OPT_STARTED), 1u);
+            EXPECT_EQ(get_u32(b, OFF_OPT_KIND), (uint32_t)kind);
+            EXPECT_EQ(get_u64(b, OFF_OPT_STEPS), 2u);
+            EXPECT_EQ(get_u32(b, OFF_OPT_SLOTS), slots);
+            EXPECT_EQ(get_u32(b, OFF_RESERVED), 0u);
+            EXPECT_EQ(get_u64(b, OFF_PARAM_COUNT), P);
+            EXPECT_EQ(get_u64(b, OFF_STATE_COUNT), S);
+            EXPECT_EQ(get_u64(b, OFF_FILE_SIZE), b.size());
+            EXPECT_EQ(get_u64(b, b.size() - 8), crc64_xz(b.data(), b.size() - 8));
+            std::vector<double> params(P), state(S);
+            for (size_t i = 0; i < P; ++i)
+                params[i] = e == 8 ? get_f64(b, HEADER + i * e) : get_f32(b, HEADER + i * e);
+            const size_t state_off = HEADER + e * P * (1 + slots);
+            for (size_t i = 0; i < S; ++i)
+                state[i] = e == 8 ? get_f64(b, state_off + i * e) : get_f32(b, state_off + i * e);
+            EXPECT_TRUE(bit_equal(params, r.params));
+            EXPECT_TRUE(bit_equal(state, r.state));
+        }
+        /* no optimizer: no slots */
+        RandomModel r0 = trained(dt, false, GPURNN_SGD, 87);
+        ASSERT_TRUE(r0.m);
+        const std::string path = dir.file("fresh.ckpt");
+        ASSERT_EQ(gpurnn_model_save(r0.m.get(), path.c_str()), GPURNN_OK);
+        const std::vector<unsigned char> b = read_file(path);
+        const size_t e = dt == GPURNN_F64 ? 8 : 4;
+        EXPECT_EQ(b.size(), HEADER + e * (ref_param_count(V, H) + B * H) + 8);
+        EXPECT_EQ(get_u32(b, OFF_OPT_STARTED), 0u);
+        EXPECT_EQ(get_u32(b, OFF_OPT_SLOTS), 0u);
+    }
+}
+
+TEST_P(CheckpointTest, CraftedFileLoadsWithItsValues)
+{
+    /* A file edited by hand (a parameter and a state value changed, checksum redone)
+     * loads with exactly those values: the loader reads the documented positions. */
+    TempDir dir;
+    std::vector<unsigned char> b = saved_bytes(dir, GPURNN_F64, false);
+    ASSERT_FALSE(b.empty());
+    const size_t P = ref_param_count(V, H);
+    put_value(b, HEADER + 8 * ref_off_whh(V, H), 0.625, 8);
+    put_value(b, HEADER + 8 * P + 8 * (B * H - 1), -0.375, 8);
+    fix_crc(b);
+    const std::string path = dir.file("edited.ckpt");
+    write_file(path, b);
+    ModelPtr l = load(path, backend());
+    ASSERT_TRUE(l);
+    EXPECT_EQ(get_params(l.get())[ref_off_whh(V, H)], 0.625);
+    EXPECT_EQ(get_state(l.get())[B * H - 1], -0.375);
+}
+
+TEST_P(CheckpointTest, TruncatedFilesAreFormatErrors)
+{
+    TempDir dir;
+    for (gpurnn_dtype dt : {GPURNN_F64, GPURNN_F32}) {
+        SCOPED_TRACE(dtype_name(dt));
+        const std::vector<unsigned char> b = saved_bytes(dir, dt);
+        ASSERT_GT(b.size(), (size_t)HEADER);
+        const std::string path = dir.file("cut.ckpt");
+        for (size_t len = 0; len < b.size(); ++len) {
+            write_file(path, std::vector<unsigned char>(b.begin(), b.begin() + len));
+            ASSERT_TRUE(load_fails(path, backend(), GPURNN_ERR_FORMAT)) << "truncated to " << len << " of "
+                                                                        << b.size() << " bytes";
+        }
+        /* and a byte too many */
+        std::vector<unsigned char> longer = b;
+        longer.push_back(0);
+        write_file(path, longer);
+        EXPECT_TRUE(load_fails(path, backend(), GPURNN_ERR_FORMAT)) << "one trailing byte";
+        longer = b;
+        longer.insert(longer.end(), b.begin(), b.end());
+        write_file(path, longer);
+        EXPECT_TRUE(load_fails(path, backend(), GPURNN_ERR_FORMAT)) << "the file twice";
+    }
+}
+
+TEST_P(CheckpointTest, EveryDamagedByteIsDetected)
+{
+    TempDir dir;
+    for (gpurnn_dtype dt : {GPURNN_F64, GPURNN_F32}) {
+        SCOPED_TRACE(dtype_name(dt));
+        const std::vector<unsigned char> b = saved_bytes(dir, dt);
+        ASSERT_FALSE(b.empty());
+        const std::string path = dir.file("flip.ckpt");
+        for (size_t i = 0; i < b.size(); ++i) {
+            for (unsigned char mask : {0x01, 0x80, 0xff}) {
+                std::vector<unsigned char> d = b;
+                d[i] ^= mask;
+                write_file(path, d);
+                ASSERT_TRUE(load_fails(path, backend(), GPURNN_ERR_FORMAT))
+                    << "byte " << i << " of " << b.size() << " xor 0x" << std::hex << (int)mask;
+            }
+        }
+        /* random bursts of a few bytes */
+        Rng rng(17);
+        for (int k = 0; k < 200; ++k) {
+            std::vector<unsigned char> d = b;
+            const size_t at = (size_t)rng.below((int)b.size() - 8);
+            const int len = 1 + rng.below(8);
+            bool changed = false;
+            for (int j = 0; j < len; ++j) {
+                const unsigned char x = (unsigned char)rng.below(256);
+                changed |= x != 0;
+                d[at + j] ^= x;
+            }
+            if (!changed)
+                continue;
+            write_file(path, d);
+            ASSERT_TRUE(load_fails(path, backend(), GPURNN_ERR_FORMAT)) << "burst at " << at << " length " << len;
+        }
+    }
+}
+
+TEST_P(CheckpointTest, BadHeaderFieldsBehindAValidChecksum)
+{
+    TempDir dir;
+    const std::vector<unsigned char> base = saved_bytes(dir, GPURNN_F64);
+    ASSERT_FALSE(base.empty());
+    const std::string path = dir.file("crafted.ckpt");
+    struct Edit {
+        const char *what;
+        std::function<void(std::vector<unsigned char> &)> apply;
+        const char *message_word;   /* the message should mention this (case-insensitive), or "" */
+    };
+    const uint64_t big = 0x7fffffffULL;
+    const Edit edits[] = {
+        {"wrong magic", [](std::vector<unsigned char> &b) { std::memcpy(b.data(), "NOTRNN\n\0", 8); }, "magic"},
+        {"text-mode damaged magic", [](std::vector<unsigned char> &b) { b[0] = 0x09; }, "magic"},
+        {"version 2", [](std::vector<unsigned char> &b) { put_u32(b, OFF_VERSION, 2); }, "version"},
+        {"version 0", [](std::vector<unsigned char> &b) { put_u32(b, OFF_VERSION, 0); }, "version"},
+        {"version 0xffffffff", [](std::vector<unsigned char> &b) { put_u32(b, OFF_VERSION, 0xffffffffu); }, "version"},
+        {"dtype 2", [](std::vector<unsigned char> &b) { put_u32(b, OFF_DTYPE, 2); }, ""},
+        {"element_bytes 4 for float64", [](std::vector<unsigned char> &b) { put_u32(b, OFF_ELEMENT_BYTES, 4); }, ""},
+        {"V = 0", [](std::vector<unsigned char> &b) { put_u32(b, OFF_V, 0); }, ""},
+        {"H = 2^31", [](std::vector<unsigned char> &b) { put_u32(b, OFF_H, 0x80000000u); }, ""},
+        {"B = 0", [](std::vector<unsigned char> &b) { put_u32(b, OFF_B, 0); }, ""},
+        {"max_seq_len = 0", [](std::vector<unsigned char> &b) { put_u32(b, OFF_MAXT, 0); }, ""},
+        {"reduction 2", [](std::vector<unsigned char> &b) { put_u32(b, OFF_RED, 2); }, ""},
+        {"init_scale NaN", [](std::vector<unsigned char> &b) { put_value(b, OFF_INIT_SCALE, NAN, 8); }, ""},
+        {"init_scale -1", [](std::vector<unsigned char> &b) { put_value(b, OFF_INIT_SCALE, -1.0, 8); }, ""},
+        {"optimizer kind 3", [](std::vector<unsigned char> &b) { put_u32(b, OFF_OPT_KIND, 3); }, ""},
+        {"optimizer started 2", [](std::vector<unsigned char> &b) { put_u32(b, OFF_OPT_STARTED, 2); }, ""},
+        {"Adam with 1 slot", [](std::vector<unsigned char> &b) { put_u32(b, OFF_OPT_SLOTS, 1); }, ""},
+        {"reserved 1", [](std::vector<unsigned char> &b) { put_u32(b, OFF_RESERVED, 1); }, ""},
+        {"param_count off by one",
+         [](std::vector<unsigned char> &b) { put_u64(b, OFF_PARAM_COUNT, get_u64(b, OFF_PARAM_COUNT) + 1); }, ""},
+        {"state_count off by one",
+         [](std::vector<unsigned char> &b) { put_u64(b, OFF_STATE_COUNT, get_u64(b, OFF_STATE_COUNT) - 1); }, ""},
+        {"file_size off by 8",
+         [](std::vector<unsigned char> &b) { put_u64(b, OFF_FILE_SIZE, get_u64(b, OFF_FILE_SIZE) + 8); }, ""},
+        /* absurd sizes: consistent header fields that describe a model far larger than the
+         * file (the loader must answer FORMAT, not try to allocate it) */
+        {"V = H = 2^31-1 (sizes overflow 64 bits)",
+         [big](std::vector<unsigned char> &b) {
+             put_u32(b, OFF_V, (uint32_t)big);
+             put_u32(b, OFF_H, (uint32_t)big);
+             put_u64(b, OFF_PARAM_COUNT, 2 * big * big + big * big + 2 * big);
+         },
+         ""},
+        {"V = H = 10^6 with consistent counts and file_size",
+         [](std::vector<unsigned char> &b) {
+             const uint64_t v = 1000000, h = 1000000, B = get_u32(b, OFF_B);
+             const uint64_t P = 2 * h * v + h * h + h + v, S = B * h;
+             put_u32(b, OFF_V, (uint32_t)v);
+             put_u32(b, OFF_H, (uint32_t)h);
+             put_u64(b, OFF_PARAM_COUNT, P);
+             put_u64(b, OFF_STATE_COUNT, S);
+             put_u64(b, OFF_FILE_SIZE, 104 + 8 * (P * 3 + S) + 8);
+         },
+         ""},
+        {"B = 2^31-1 with consistent counts and file_size",
+         [big](std::vector<unsigned char> &b) {
+             const uint64_t P = get_u64(b, OFF_PARAM_COUNT), S = big * get_u32(b, OFF_H);
+             put_u32(b, OFF_B, (uint32_t)big);
+             put_u64(b, OFF_STATE_COUNT, S);
+             put_u64(b, OFF_FILE_SIZE, 104 + 8 * (P * 3 + S) + 8);
+         },
+         ""},
+        {"a NaN parameter", [](std::vector<unsigned char> &b) { put_value(b, HEADER + 8 * 3, NAN, 8); }, ""},
+        {"an infinite carried state value",
+         [](std::vector<unsigned char> &b) { put_value(b, b.size() - 16, INFINITY, 8); }, ""},
+        {"a negative Adam second moment",
+         [](std::vector<unsigned char> &b) {
+             const size_t P = get_u64(b, OFF_PARAM_COUNT);
+             put_value(b, HEADER + 8 * (2 * P + 1), -1.0, 8);
+         },
+         ""},
+    };
+    for (const Edit &e : edits) {
+        std::vector<unsigned char> b = base;
+        e.apply(b);
+        fix_crc(b);
+        write_file(path, b);
+        auto r = load_fails(path, backend(), GPURNN_ERR_FORMAT);
+        ASSERT_TRUE(r) << e.what;
+        if (*e.message_word) {
+            std::string msg = r.message(), low;
+            for (char ch : msg)
+                low += (char)std::tolower((unsigned char)ch);
+            EXPECT_NE(low.find(e.message_word), std::string::npos)
+                << e.what << ": message should say '" << e.message_word << "': " << msg;
+        }
+    }
+    /* the unedited base (re-checksummed) still loads: the edits, not the helper, failed */
+    std::vector<unsigned char> b = base;
+    fix_crc(b);
+    EXPECT_EQ(b, base) << "the test's CRC differs from the library's";
+    write_file(path, b);
+    ModelPtr l = load(path, backend());
+    EXPECT_TRUE(l);
+}
+
+TEST_P(CheckpointTest, IoErrors)
+{
+    TempDir dir;
+    RandomModel r = make_random_model(backend(), GPURNN_F64, V, H, B, T, GPURNN_LOSS_SUM, 88);
+    ASSERT_TRUE(r.m);
+    /* a missing file */
+    {
+        auto res = load_fails(dir.file("missing.ckpt"), backend(), GPURNN_ERR_IO);
+        EXPECT_TRUE(res);
+        EXPECT_NE(std::string(res.message()).find("missing.ckpt"), std::string::npos)
+            << "the message should name the path: " << res.message();
+    }
+    /* a directory is not a checkpoint file */
+    {
+        gpurnn_model *out = kSentinel;
+        const gpurnn_status st = gpurnn_model_load(dir.path().c_str(), backend(), &out);
+        EXPECT_TRUE(st == GPURNN_ERR_IO || st == GPURNN_ERR_FORMAT) << gpurnn_status_string(st);
+        EXPECT_NE(gpurnn_last_error()[0], '\0');
+        EXPECT_EQ(out, kSentinel);
+    }
+    /* saving into a directory that does not exist */
+    {
+        const std::string bad = dir.file("no/such/dir/model.ckpt");
+        const Snapshot before = Snapshot::take(r.m.get());
+        EXPECT_TRUE(failed_with(gpurnn_model_save(r.m.get(), bad.c_str()), GPURNN_ERR_IO));
+        EXPECT_NE(std::string(gpurnn_last_error()).find("no/such/dir"), std::string::npos)
+            << "the message should name the path: " << gpurnn_last_error();
+        EXPECT_TRUE(snapshots_equal(Snapshot::take(r.m.get()), before));
+    }
+    /* saving over a directory: IO, the directory stays, no temporary file is left */
+    {
+        const std::string target = dir.file("adir");
+        ASSERT_EQ(mkdir(target.c_str(), 0755), 0);
+        EXPECT_TRUE(failed_with(gpurnn_model_save(r.m.get(), target.c_str()), GPURNN_ERR_IO));
+        struct stat st;
+        ASSERT_EQ(stat(target.c_str(), &st), 0);
+        EXPECT_TRUE(S_ISDIR(st.st_mode));
+        EXPECT_EQ(dir.list().size(), 1u) << "a failed save left a file behind";
+        rmdir(target.c_str());
+    }
+    /* a path whose parent is a regular file */
+    {
+        const std::string file = dir.file("plain");
+        write_file(file, {1, 2, 3});
+        EXPECT_TRUE(failed_with(gpurnn_model_save(r.m.get(), (file + "/inner.ckpt").c_str()), GPURNN_ERR_IO));
+        EXPECT_EQ(read_file(file), (std::vector<unsigned char>{1, 2, 3}));
+    }
+}
+
+TEST_P(CheckpointTest, FailedSaveLeavesTheExistingFileIntact)
+{
+    /* The write of the new file fails half-way (RLIMIT_FSIZE makes write() fail with
+     * EFBIG, even for root): IO, the old checkpoint at the path is untouched and still
+     * loads, and the temporary file is removed. */
+    TempDir dir;
+    RandomModel small = make_random_model(backend(), GPURNN_F32, 2, 2, 1, 2, GPURNN_LOSS_SUM, 93);
+    RandomModel large = make_random_model(backend(), GPURNN_F64, 60, 50, 2, 2, GPURNN_LOSS_SUM, 94);
+    ASSERT_TRUE(small.m);
+    ASSERT_TRUE(large.m);
+    const std::string path = dir.file("keep.ckpt");
+    ASSERT_EQ(gpurnn_model_save(small.m.get(), path.c_str()), GPURNN_OK);
+    const std::vector<unsigned char> old_bytes = read_file(path);
+    ASSERT_LT(old_bytes.size(), 4096u);
+
+    struct rlimit saved;
+    ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &saved), 0);
+    void (*old_handler)(int) = std::signal(SIGXFSZ, SIG_IGN);
+    struct rlimit lim = saved;
+    lim.rlim_cur = 4096;   /* the large model's file is ~100 KB */
+    ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    const gpurnn_status st = gpurnn_model_save(large.m.get(), path.c_str());
+    const std::string msg = gpurnn_last_error();
+    setrlimit(RLIMIT_FSIZE, &saved);
+    std::signal(SIGXFSZ, old_handler);
+
+    EXPECT_EQ(st, GPURNN_ERR_IO) << gpurnn_status_string(st) << ": " << msg;
+    EXPECT_FALSE(msg.empty());
+    EXPECT_EQ(read_file(path), old_bytes) << "the existing checkpoint was changed by a failed save";
+    EXPECT_EQ(dir.list(), std::vector<std::string>{"keep.ckpt"}) << "a failed save left a file behind";
+    ModelPtr l = load(path, backend());
+    ASSERT_TRUE(l);
+    EXPECT_TRUE(bit_equal(get_params(l.get()), small.params));
+}
+
+TEST_P(CheckpointTest, SaveReplacesAtomically)
+{
+    TempDir dir;
+    RandomModel a = make_random_model(backend(), GPURNN_F64, V, H, B, T, GPURNN_LOSS_SUM, 91);
+    RandomModel b = make_random_model(backend(), GPURNN_F64, V, H, B, T, GPURNN_LOSS_SUM, 92);
+    ASSERT_TRUE(a.m);
+    ASSERT_TRUE(b.m);
+    const std::string path = dir.file("m.ckpt");
+    ASSERT_EQ(gpurnn_model_save(a.m.get(), path.c_str()), GPURNN_OK);
+    ASSERT_EQ(chmod(path.c_str(), 0600), 0);
+    /* a stale temporary file of a killed save is cleaned up by the next save */
+    write_file(path + ".tmp-AbC123", {1, 2, 3});
+    ASSERT_EQ(gpurnn_model_save(b.m.get(), path.c_str()), GPURNN_OK) << gpurnn_last_error();
+    ModelPtr l = load(path, backend());
+    ASSERT_TRUE(l);
+    EXPECT_TRUE(bit_equal(get_params(l.get()), b.params));
+    struct stat st;
+    ASSERT_EQ(stat(path.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << "the new file keeps the permission bits of the one it replaces";
+    EXPECT_EQ(dir.list(), std::vector<std::string>{"m.ckpt"});
+
+    /* a symbolic link at the path is replaced by the file, not followed */
+    const std::string target = dir.file("target.ckpt"), link = dir.file("link.ckpt");
+    ASSERT_EQ(gpurnn_model_save(a.m.get(), target.c_str()), GPURNN_OK);
+    const std::vector<unsigned char> target_bytes = read_file(target);
+    ASSERT_EQ(symlink("target.ckpt", link.c_str()), 0);
+    ASSERT_EQ(gpurnn_model_save(b.m.get(), link.c_str()), GPURNN_OK) << gpurnn_last_error();
+    ASSERT_EQ(lstat(link.c_str(), &st), 0);
+    EXPECT_TRUE(S_ISREG(st.st_mode)) << "the link should have been replaced by a regular file";
+    EXPECT_EQ(read_file(target), target_bytes) << "the link's target must not be written";
+}
+
+GPURNN_INSTANTIATE_BACKENDS(CheckpointTest);
+
+TEST(CheckpointBackend, LoadOnUnavailableCudaIsRefused)
+{
+    if (gpurnn_backend_available(GPURNN_BACKEND_CUDA))
+        GTEST_SKIP() << "CUDA is available here";
+    TempDir dir;
+    ModelPtr m = create_model(make_config(GPURNN_BACKEND_CPU, GPURNN_F32, 4, 3, 1, 2));
+    ASSERT_TRUE(m);
+    const std::string path = dir.file("m.ckpt");
+    ASSERT_EQ(gpurnn_model_save(m.get(), path.c_str()), GPURNN_OK);
+    EXPECT_TRUE(load_fails(path, GPURNN_BACKEND_CUDA, GPURNN_ERR_BACKEND_UNAVAILABLE));
+}

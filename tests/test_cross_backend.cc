@@ -1,0 +1,182 @@
+/* The CUDA backend against the CPU backend on the same parameters and inputs: loss and
+ * every gradient tensor agree (1e-10 relative in float64, 1e-4 in float32, B > 1, T up
+ * to 1000), CUDA gradients are bit-identical from run to run, optimizer steps, clipping
+ * and greedy sampling agree, and a checkpoint saved on one backend loads on the other
+ * with identical values. Every test here needs both backends, so on a machine without a
+ * usable CUDA device each one is skipped with the reason. */
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "test_util.h"
+
+using namespace gt;
+
+namespace {
+
+class CrossBackendTest : public ::testing::TestWithParam<gpurnn_dtype> {
+protected:
+    void SetUp() override
+    {
+        if (gpurnn_backend_check(GPURNN_BACKEND_CUDA) != GPURNN_OK)
+            GTEST_SKIP() << "skipped: no CUDA device (" << gpurnn_last_error() << ")";
+    }
+    gpurnn_dtype dtype() const { return GetParam(); }
+    double tolerance() const { return dtype() == GPURNN_F64 ? 1e-10 : 1e-4; }
+};
+
+struct Case {
+    int V, H, B, T;
+    gpurnn_loss_reduction reduction;
+};
+
+const Case kCases[] = {
+    {11, 16, 1, 1, GPURNN_LOSS_SUM},
+    {7, 13, 3, 57, GPURNN_LOSS_MEAN},
+    {65, 64, 4, 250, GPURNN_LOSS_SUM},
+    {33, 32, 8, 1000, GPURNN_LOSS_MEAN},   /* several output chunks and a long recurrence */
+};
+
+/* One model per backend holding the same parameters and carried state. */
+struct Pair {
+    RandomModel cpu;
+    ModelPtr cuda;
+};
+
+Pair make_pair(gpurnn_dtype dtype, const Case &c, uint64_t seed)
+{
+    Pair p;
+    p.cpu = make_random_model(GPURNN_BACKEND_CPU, dtype, c.V, c.H, c.B, c.T, c.reduction, seed);
+    gpurnn_config cfg = p.cpu.cfg;
+    cfg.backend = GPURNN_BACKEND_CUDA;
+    p.cuda = create_model(cfg);
+    if (p.cuda) {
+        EXPECT_EQ(GPURNN_OK, gpurnn_params_set(p.cuda.get(), p.cpu.params.data(), p.cpu.params.size()))
+            << gpurnn_last_error();
+        EXPECT_EQ(GPURNN_OK, gpurnn_state_set(p.cuda.get(), p.cpu.state.data(), p.cpu.state.size()))
+            << gpurnn_last_error();
+    }
+    return p;
+}
+
+/* forward + backward from zeroed gradients; returns the loss. */
+double loss_and_grads(gpurnn_model *m, const std::vector<int32_t> &in, const std::vector<int32_t> &tg, int T)
+{
+    double loss = NAN;
+    EXPECT_EQ(GPURNN_OK, gpurnn_zero_grad(m)) << gpurnn_last_error();
+    EXPECT_EQ(GPURNN_OK, gpurnn_forward(m, in.data(), tg.data(), T, &loss)) << gpurnn_last_error();
+    EXPECT_EQ(GPURNN_OK, gpurnn_backward(m)) << gpurnn_last_error();
+    return loss;
+}
+
+TEST_P(CrossBackendTest, LossGradientsAndStateMatchCpu)
+{
+    for (const Case &c : kCases) {
+        SCOPED_TRACE("V=" + std::to_string(c.V) + " H=" + std::to_string(c.H) + " B=" +
+                     std::to_string(c.B) + " T=" + std::to_string(c.T));
+        Pair p = make_pair(dtype(), c, 7);
+        ASSERT_TRUE(p.cpu.m && p.cuda);
+        Rng rng(99);
+        auto in = random_tokens((size_t)c.T * c.B, c.V, rng);
+        auto tg = random_tokens((size_t)c.T * c.B, c.V, rng);
+        double cpu_loss = loss_and_grads(p.cpu.m.get(), in, tg, c.T);
+        double cuda_loss = loss_and_grads(p.cuda.get(), in, tg, c.T);
+        EXPECT_LE(std::fabs(cuda_loss - cpu_loss) / std::fabs(cpu_loss), tolerance());
+        EXPECT_TRUE(tensors_close(c.V, c.H, get_grads(p.cuda.get()), get_grads(p.cpu.m.get()), tolerance()));
+        EXPECT_TRUE(vectors_close(get_state(p.cuda.get()), get_state(p.cpu.m.get()), tolerance()));
+    }
+}
+
+TEST_P(CrossBackendTest, GradientsAreBitIdenticalAcrossRuns)
+{
+    const Case c{40, 48, 5, 300, GPURNN_LOSS_SUM};
+    Pair p = make_pair(dtype(), c, 11);
+    ASSERT_TRUE(p.cuda);
+    Rng rng(5);
+    /* Repeated tokens make the dWxh scatter add many rows into the same columns. */
+    auto in = random_tokens((size_t)c.T * c.B, 3, rng);
+    auto tg = random_tokens((size_t)c.T * c.B, c.V, rng);
+    std::vector<double> first_grads;
+    double first_loss = 0;
+    for (int run = 0; run < 3; run++) {
+        ASSERT_EQ(GPURNN_OK, gpurnn_state_set(p.cuda.get(), p.cpu.state.data(), p.cpu.state.size()));
+        double loss = loss_and_grads(p.cuda.get(), in, tg, c.T);
+        auto grads = get_grads(p.cuda.get());
+        if (run == 0) {
+            first_loss = loss;
+            first_grads = grads;
+        } else {
+            EXPECT_EQ(0, std::memcmp(&loss, &first_loss, sizeof loss)) << "run " << run;
+            EXPECT_TRUE(bit_equal(grads, first_grads)) << "run " << run;
+        }
+    }
+}
+
+TEST_P(CrossBackendTest, ClippingAndEveryOptimizerMatchCpu)
+{
+    const Case c{17, 24, 3, 40, GPURNN_LOSS_SUM};
+    const gpurnn_optimizer optimizers[] = {
+        {GPURNN_SGD, 0.05, 0.9, 0, 0, 0},
+        {GPURNN_ADAGRAD, 0.1, 0, 0, 0, 0},
+        {GPURNN_ADAM, 0.01, 0, 0.8, 0.99, 1e-7},
+    };
+    for (const gpurnn_optimizer &opt : optimizers) {
+        SCOPED_TRACE("optimizer kind " + std::to_string((int)opt.kind));
+        Pair p = make_pair(dtype(), c, 3);
+        ASSERT_TRUE(p.cpu.m && p.cuda);
+        Rng rng(17);
+        for (int step = 0; step < 3; step++) {
+            auto in = random_tokens((size_t)c.T * c.B, c.V, rng);
+            auto tg = random_tokens((size_t)c.T * c.B, c.V, rng);
+            gpurnn_model *models[2] = {p.cpu.m.get(), p.cuda.get()};
+            double norms[2] = {0, 0};
+            for (int k = 0; k < 2; k++) {
+                loss_and_grads(models[k], in, tg, c.T);
+                ASSERT_EQ(GPURNN_OK, gpurnn_clip_grad_value(models[k], 20.0)) << gpurnn_last_error();
+                ASSERT_EQ(GPURNN_OK, gpurnn_clip_grad_norm(models[k], 1.0, &norms[k])) << gpurnn_last_error();
+                ASSERT_EQ(GPURNN_OK, gpurnn_step(models[k], &opt)) << gpurnn_last_error();
+            }
+            EXPECT_LE(std::fabs(norms[1] - norms[0]) / norms[0], tolerance());
+            EXPECT_TRUE(tensors_close(c.V, c.H, get_params(p.cuda.get()), get_params(p.cpu.m.get()), tolerance()));
+        }
+    }
+}
+
+TEST_P(CrossBackendTest, GreedySamplingMatchesCpu)
+{
+    const Case c{29, 32, 2, 10, GPURNN_LOSS_SUM};
+    Pair p = make_pair(dtype(), c, 21);
+    ASSERT_TRUE(p.cpu.m && p.cuda);
+    std::vector<int32_t> a(200), b(200);
+    ASSERT_EQ(GPURNN_OK, gpurnn_sample(p.cpu.m.get(), 3, (int)a.size(), 0.0, 1, a.data()));
+    ASSERT_EQ(GPURNN_OK, gpurnn_sample(p.cuda.get(), 3, (int)b.size(), 0.0, 1, b.data())) << gpurnn_last_error();
+    EXPECT_EQ(a, b);
+}
+
+TEST_P(CrossBackendTest, CheckpointMovesBetweenBackendsUnchanged)
+{
+    const Case c{19, 21, 2, 12, GPURNN_LOSS_MEAN};
+    Pair p = make_pair(dtype(), c, 4);
+    ASSERT_TRUE(p.cpu.m && p.cuda);
+    TempDir dir;
+    const gpurnn_backend order[2][2] = {{GPURNN_BACKEND_CPU, GPURNN_BACKEND_CUDA},
+                                        {GPURNN_BACKEND_CUDA, GPURNN_BACKEND_CPU}};
+    for (const auto &pair : order) {
+        gpurnn_model *writer = pair[0] == GPURNN_BACKEND_CPU ? p.cpu.m.get() : p.cuda.get();
+        std::string path = dir.file(std::string("from_") + backend_label(pair[0]) + ".ckpt");
+        ASSERT_EQ(GPURNN_OK, gpurnn_model_save(writer, path.c_str())) << gpurnn_last_error();
+        gpurnn_model *raw = nullptr;
+        ASSERT_EQ(GPURNN_OK, gpurnn_model_load(path.c_str(), pair[1], &raw)) << gpurnn_last_error();
+        ModelPtr loaded(raw);
+        EXPECT_EQ(pair[1], gpurnn_model_backend(loaded.get()));
+        EXPECT_TRUE(bit_equal(get_params(loaded.get()), get_params(writer)));
+        EXPECT_TRUE(bit_equal(get_state(loaded.get()), get_state(writer)));
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, CrossBackendTest, ::testing::Values(GPURNN_F32, GPURNN_F64),
+                         [](const ::testing::TestParamInfo<gpurnn_dtype> &info) {
+                             return std::string(dtype_name(info.param));
+                         });
+
+}  // namespace
