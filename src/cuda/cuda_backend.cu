@@ -263,6 +263,11 @@ gpurnn_status allocate(Model<T> *m)
 template <typename T>
 gpurnn_status create(const gpurnn_config *cfg, void **out)
 {
+    /* Token indices on the device are int32. */
+    if ((long long)cfg->max_seq_len * cfg->batch_size >= ((long long)1 << 31))
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "CUDA backend: max_seq_len * batch_size = %lld must be below 2^31",
+                           (long long)cfg->max_seq_len * cfg->batch_size);
     Model<T> *m = new (std::nothrow) Model<T>();
     if (!m) return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes", sizeof(Model<T>));
     m->V = cfg->vocab_size;
@@ -285,6 +290,15 @@ gpurnn_status create(const gpurnn_config *cfg, void **out)
         }
     }
     if (s == GPURNN_OK) s = allocate(m);
+    if (s == GPURNN_OK) {
+        /* The host scatter plan's memory too is taken here, not in the training loop. */
+        try {
+            m->chunk_segments.reserve((size_t)(m->max_T / m->chunk_steps) + 2);
+            m->rows_sorted.reserve((size_t)m->chunk_steps * m->B);
+        } catch (const std::bad_alloc &) {
+            s = gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "cannot allocate the host scatter plan");
+        }
+    }
     if (s != GPURNN_OK) {
         destroy_model(m);
         return s;
@@ -381,7 +395,8 @@ void plan_tokens(Model<T> *m, const int32_t *inputs, const int32_t *targets, int
         }
     }
     m->chunk_segments.push_back(segments);
-    /* order holds chunk-local rows; segment bounds index the global order array. */
+    /* order holds chunk-local rows (indices into the chunk's dz); segment bounds index the
+     * whole order array. */
 }
 
 template <typename T>
@@ -489,7 +504,7 @@ gpurnn_status backward(void *ctx)
         int first = m->chunk_segments[chunk], segments = m->chunk_segments[chunk + 1] - first;
         dim3 grid((unsigned)segments, (unsigned)((H + kThreads - 1) / kThreads));
         scatter_input_gradient<T><<<grid, kThreads, 0, m->stream>>>(
-            dWxh, m->dh, token_array(m, m->tokens, kOrder) + (size_t)t0 * B,
+            dWxh, m->dh, token_array(m, m->tokens, kOrder),
             token_array(m, m->tokens, kSegmentToken) + first, token_array(m, m->tokens, kSegmentBegin) + first,
             token_array(m, m->tokens, kSegmentEnd) + first, H, V);
         CUDA_TRY_LAUNCH("scatter_input_gradient");

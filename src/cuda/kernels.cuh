@@ -134,7 +134,7 @@ __global__ void tanh_backward_step(T *__restrict__ dz /* (B, H), holds dh_out */
  * stable order made on the host): block (segment, unit tile) sums its rows in order. */
 template <typename T>
 __global__ void scatter_input_gradient(T *__restrict__ dWxh /* (H, V) */, const T *__restrict__ dz /* (rows, H) */,
-                                       const int32_t *__restrict__ order /* rows, grouped by token */,
+                                       const int32_t *__restrict__ order /* chunk-local rows, grouped by token */,
                                        const int32_t *__restrict__ segment_token,
                                        const int32_t *__restrict__ segment_begin,
                                        const int32_t *__restrict__ segment_end, int H, int V)
