@@ -123,13 +123,15 @@ struct Model {
     T *host_stage = nullptr;          /* (kStageValues) */
     unsigned long long *host_bad = nullptr;
     int *host_sample_bad = nullptr;
+    int32_t *host_sample_tokens = nullptr; /* (kSampleBatch) */
 
     /* host scatter plan of the last forward, per chunk: [first segment, end segment) */
     std::vector<int32_t> chunk_segments;
     std::vector<int32_t> rows_sorted; /* scratch of plan_tokens, kept to reuse its capacity */
 };
 
-/* The token arrays uploaded once per forward, each (max_T * B) int32:
+/* The token arrays uploaded once per forward, each (T * B) int32 for the forward's T,
+ * packed one after the other so that one copy moves them all:
  * inputs and targets (time-major), and the dWxh scatter plan: for each chunk of time, the
  * chunk's rows ordered by input token (stable), and its segments of equal tokens. */
 enum TokenArray { kInputs, kTargets, kOrder, kSegmentToken, kSegmentBegin, kSegmentEnd, kTokenArrays };
@@ -137,7 +139,7 @@ enum TokenArray { kInputs, kTargets, kOrder, kSegmentToken, kSegmentBegin, kSegm
 template <typename T>
 int32_t *token_array(Model<T> *m, int32_t *base, TokenArray which)
 {
-    return base + (size_t)which * m->max_T * m->B;
+    return base + (size_t)which * m->steps * m->B;
 }
 
 template <typename T>
@@ -171,7 +173,8 @@ void destroy_model(Model<T> *m)
                             m->sample_weights, m->sample_tokens, m->sample_bad, m->blas_workspace};
     for (void *p : device_owned)
         if (p) cudaFree(p);
-    void *host_owned[] = {m->host_tokens, m->host_scalars, m->host_stage, m->host_bad, m->host_sample_bad};
+    void *host_owned[] = {m->host_tokens, m->host_scalars, m->host_stage, m->host_bad, m->host_sample_bad,
+                          m->host_sample_tokens};
     for (void *p : host_owned)
         if (p) cudaFreeHost(p);
     if (m->blas) cublasDestroy(m->blas);
@@ -243,6 +246,7 @@ gpurnn_status allocate(Model<T> *m)
     GPURNN_TRY(host_alloc(&m->host_stage, kStageValues, "value staging"));
     GPURNN_TRY(host_alloc(&m->host_bad, 1, "update check staging"));
     GPURNN_TRY(host_alloc(&m->host_sample_bad, 1, "sampling check staging"));
+    GPURNN_TRY(host_alloc(&m->host_sample_tokens, (size_t)kSampleBatch, "sampled token staging"));
 
     /* Zero everything the API exposes; fill the ones vector. */
     for (gpurnn_buffer b : {GPURNN_BUF_PARAMS, GPURNN_BUF_GRADS, GPURNN_BUF_OPT0, GPURNN_BUF_OPT1, GPURNN_BUF_STATE}) {
@@ -413,12 +417,12 @@ gpurnn_status forward(void *ctx, const int32_t *inputs, const int32_t *targets, 
     CUDA_TRY(cudaSetDevice(m->device));
     const int V = m->V, H = m->H, B = m->B;
     const size_t step = (size_t)B * H;
+    m->steps = T_steps; /* before plan_tokens: it sets where each token array starts */
     plan_tokens(m, inputs, targets, T_steps);
-    CUDA_TRY(cudaMemcpyAsync(m->tokens, m->host_tokens, (size_t)kTokenArrays * m->max_T * B * sizeof(int32_t),
+    CUDA_TRY(cudaMemcpyAsync(m->tokens, m->host_tokens, (size_t)kTokenArrays * T_steps * B * sizeof(int32_t),
                              cudaMemcpyHostToDevice, m->stream));
     CUDA_TRY(cudaMemcpyAsync(m->hs, m->state, step * sizeof(T), cudaMemcpyDeviceToDevice, m->stream));
     CUDA_TRY(cudaMemsetAsync(m->scalars, 0, sizeof(double), m->stream));
-    m->steps = T_steps;
 
     const int32_t *x = token_array(m, m->tokens, kInputs);
     const int32_t *tgt = token_array(m, m->tokens, kTargets);
@@ -584,8 +588,8 @@ gpurnn_status sample(void *ctx, int32_t first_token, int n, double temperature, 
     int32_t *current = m->sample_tokens + kSampleBatch;
     CUDA_TRY(cudaMemcpyAsync(h, m->state, (size_t)H * sizeof(T), cudaMemcpyDeviceToDevice, m->stream));
     CUDA_TRY(cudaMemsetAsync(m->sample_bad, 0, sizeof(int), m->stream));
-    m->host_tokens[0] = first_token;
-    CUDA_TRY(cudaMemcpyAsync(current, m->host_tokens, sizeof(int32_t), cudaMemcpyHostToDevice, m->stream));
+    m->host_sample_tokens[0] = first_token;
+    CUDA_TRY(cudaMemcpyAsync(current, m->host_sample_tokens, sizeof(int32_t), cudaMemcpyHostToDevice, m->stream));
     for (int done = 0; done < n; done += kSampleBatch) {
         int batch = std::min(kSampleBatch, n - done);
         for (int j = 0; j < batch; j++) {
@@ -600,14 +604,14 @@ gpurnn_status sample(void *ctx, int32_t first_token, int n, double temperature, 
                                                           m->sample_tokens + j, current, m->sample_bad);
             CUDA_TRY_LAUNCH("sample_draw");
         }
-        CUDA_TRY(cudaMemcpyAsync(m->host_tokens, m->sample_tokens, (size_t)batch * sizeof(int32_t),
+        CUDA_TRY(cudaMemcpyAsync(m->host_sample_tokens, m->sample_tokens, (size_t)batch * sizeof(int32_t),
                                  cudaMemcpyDeviceToHost, m->stream));
         CUDA_TRY(cudaMemcpyAsync(m->host_sample_bad, m->sample_bad, sizeof(int), cudaMemcpyDeviceToHost, m->stream));
         CUDA_TRY(cudaStreamSynchronize(m->stream));
         if (*m->host_sample_bad)
             return gpurnn_fail(GPURNN_ERR_NUMERIC, "a logit of draw %lld is not finite",
                                (long long)*m->host_sample_bad - 1);
-        memcpy(out + done, m->host_tokens, (size_t)batch * sizeof(int32_t));
+        memcpy(out + done, m->host_sample_tokens, (size_t)batch * sizeof(int32_t));
     }
     return GPURNN_OK;
 }
