@@ -46,7 +46,10 @@ struct Pair {
 Pair make_pair(gpurnn_dtype dtype, const Case &c, uint64_t seed)
 {
     Pair p;
-    p.cpu = make_random_model(GPURNN_BACKEND_CPU, dtype, c.V, c.H, c.B, c.T, c.reduction, seed);
+    /* 0.15, not the default 0.3: at 0.3 (H >= 48, or H = 32 with T = 1000) the recurrence is
+     * chaotic, and a one-ulp difference in Whh changes the final state and the gradients by
+     * O(1), so no two correct backends could agree to 1e-10. */
+    p.cpu = make_random_model(GPURNN_BACKEND_CPU, dtype, c.V, c.H, c.B, c.T, c.reduction, seed, 0.15);
     gpurnn_config cfg = p.cpu.cfg;
     cfg.backend = GPURNN_BACKEND_CUDA;
     p.cuda = create_model(cfg);

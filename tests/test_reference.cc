@@ -95,7 +95,9 @@ protected:
     void check(const Shape &s, gpurnn_loss_reduction red, gpurnn_dtype dt, uint64_t seed, double tol)
     {
         SCOPED_TRACE(describe(s, red, dt));
-        RandomModel r = make_random_model(backend(), dt, s.V, s.H, s.B, s.T + 3, red, seed);
+        /* param_scale 0.15 keeps the recurrence out of its chaotic regime, where one ulp of
+         * difference in Whh (any two correct GEMMs) grows to more than the tolerance. */
+        RandomModel r = make_random_model(backend(), dt, s.V, s.H, s.B, s.T + 3, red, seed, 0.15);
         ASSERT_TRUE(r.m);
         Rng rng(seed ^ 0xabcdef);
         std::vector<int32_t> in = random_tokens((size_t)s.T * s.B, s.V, rng);

@@ -18,6 +18,8 @@
 #include <string.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <mutex>
 #include <new>
 #include <vector>
 
@@ -85,6 +87,23 @@ gpurnn_status gemv_rm(cublasHandle_t h, bool trans, int M, int N, T alpha, const
     return GPURNN_OK;
 }
 
+/* Makes the model's device current for one call and restores the caller's afterwards. */
+struct DeviceGuard {
+    int previous = -1;
+    cudaError_t err = cudaSuccess;
+    explicit DeviceGuard(int device)
+    {
+        if (cudaGetDevice(&previous) != cudaSuccess) previous = -1;
+        if (previous != device) err = cudaSetDevice(device);
+    }
+    ~DeviceGuard()
+    {
+        if (previous >= 0 && err == cudaSuccess) cudaSetDevice(previous);
+    }
+    DeviceGuard(const DeviceGuard &) = delete;
+    DeviceGuard &operator=(const DeviceGuard &) = delete;
+};
+
 template <typename T>
 struct Model {
     int device = 0;
@@ -127,7 +146,7 @@ struct Model {
 
     /* host scatter plan of the last forward, per chunk: [first segment, end segment) */
     std::vector<int32_t> chunk_segments;
-    std::vector<int32_t> rows_sorted; /* scratch of plan_tokens, kept to reuse its capacity */
+    std::vector<int64_t> rows_sorted; /* plan_tokens' (token << 32 | row) keys, reserved at creation */
 };
 
 /* The token arrays uploaded once per forward, each (T * B) int32 for the forward's T,
@@ -165,8 +184,10 @@ template <typename T>
 void destroy_model(Model<T> *m)
 {
     if (!m) return;
-    cudaSetDevice(m->device);
+    DeviceGuard device_guard(m->device);
     if (m->stream) cudaStreamSynchronize(m->stream);
+    if (m->blas) cublasDestroy(m->blas); /* before its workspace is freed */
+    m->blas = nullptr;
     void *device_owned[] = {m->params, m->grads, m->opt0, m->opt1, m->state, m->hs, m->tokens,
                             m->row_lse, m->logits, m->dh, m->dh_next, m->ones, m->row_loss,
                             m->scalars, m->partials, m->first_bad, m->sample_h, m->sample_logits,
@@ -282,12 +303,20 @@ gpurnn_status create(const gpurnn_config *cfg, void **out)
     m->n = gpurnn_layout_param_count((size_t)m->V, (size_t)m->H);
     m->chunk_steps = gpurnn_cpu_chunk_steps(m->V, m->H, m->B, m->max_T);
     gpurnn_status s = GPURNN_OK;
+    const char *call = "cudaGetDevice";
     cudaError_t err = cudaGetDevice(&m->device);
-    if (err == cudaSuccess) err = cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking);
+    if (err == cudaSuccess) {
+        call = "cudaStreamCreateWithFlags";
+        cudaStream_t stream = nullptr;
+        err = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+        if (err == cudaSuccess) m->stream = stream;
+    }
     if (err != cudaSuccess) {
-        s = gpurnn_cuda_status(err, "cudaStreamCreateWithFlags");
+        s = gpurnn_cuda_status(err, call);
     } else {
-        cublasStatus_t st = cublasCreate(&m->blas);
+        cublasHandle_t handle = nullptr;
+        cublasStatus_t st = cublasCreate(&handle);
+        if (st == CUBLAS_STATUS_SUCCESS) m->blas = handle;
         if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetStream(m->blas, m->stream);
         if (st != CUBLAS_STATUS_SUCCESS) {
             s = gpurnn_cublas_status(st, "cublasCreate/cublasSetStream");
@@ -321,7 +350,8 @@ template <typename T>
 gpurnn_status read(void *ctx, gpurnn_buffer which, size_t offset, size_t n, double *dst)
 {
     Model<T> *m = static_cast<Model<T> *>(ctx);
-    CUDA_TRY(cudaSetDevice(m->device));
+    DeviceGuard device_guard(m->device);
+    CUDA_TRY(device_guard.err);
     size_t count;
     const T *src = buffer(m, which, &count) + offset;
     for (size_t done = 0; done < n; done += kStageValues) {
@@ -337,7 +367,8 @@ template <typename T>
 gpurnn_status write(void *ctx, gpurnn_buffer which, size_t offset, size_t n, const double *src)
 {
     Model<T> *m = static_cast<Model<T> *>(ctx);
-    CUDA_TRY(cudaSetDevice(m->device));
+    DeviceGuard device_guard(m->device);
+    CUDA_TRY(device_guard.err);
     size_t count;
     T *dst = buffer(m, which, &count) + offset;
     for (size_t done = 0; done < n; done += kStageValues) {
@@ -353,7 +384,8 @@ template <typename T>
 gpurnn_status fill_zero(void *ctx, gpurnn_buffer which)
 {
     Model<T> *m = static_cast<Model<T> *>(ctx);
-    CUDA_TRY(cudaSetDevice(m->device));
+    DeviceGuard device_guard(m->device);
+    CUDA_TRY(device_guard.err);
     size_t count;
     T *p = buffer(m, which, &count);
     CUDA_TRY(cudaMemsetAsync(p, 0, count * sizeof(T), m->stream));
@@ -377,17 +409,18 @@ void plan_tokens(Model<T> *m, const int32_t *inputs, const int32_t *targets, int
     int32_t *seg_end = token_array(m, m->host_tokens, kSegmentEnd);
     m->chunk_segments.clear();
     int segments = 0;
-    std::vector<int32_t> &rows_sorted = m->rows_sorted;
+    std::vector<int64_t> &rows_sorted = m->rows_sorted;
     for (int t0 = 0; t0 < T_steps; t0 += m->chunk_steps) {
         int steps = std::min(m->chunk_steps, T_steps - t0);
         int rows = steps * B;
         const int32_t *x = inputs + (size_t)t0 * B;
         int32_t *chunk_order = order + (size_t)t0 * B;
         rows_sorted.resize(rows);
-        for (int r = 0; r < rows; r++) rows_sorted[r] = r;
-        std::stable_sort(rows_sorted.begin(), rows_sorted.end(),
-                         [x](int32_t a, int32_t b) { return x[a] < x[b]; });
-        memcpy(chunk_order, rows_sorted.data(), (size_t)rows * sizeof(int32_t));
+        /* (token, row) keys: sorted, they give rows grouped by token in row order (a stable
+         * sort) without the temporary buffer std::stable_sort allocates on every call. */
+        for (int r = 0; r < rows; r++) rows_sorted[r] = (int64_t)x[r] << 32 | (uint32_t)r;
+        std::sort(rows_sorted.begin(), rows_sorted.end());
+        for (int r = 0; r < rows; r++) chunk_order[r] = (int32_t)(rows_sorted[r] & 0xffffffff);
         m->chunk_segments.push_back(segments);
         for (int j = 0; j < rows; j++) {
             if (j == 0 || x[chunk_order[j]] != x[chunk_order[j - 1]]) {
@@ -414,7 +447,8 @@ template <typename T>
 gpurnn_status forward(void *ctx, const int32_t *inputs, const int32_t *targets, int T_steps, double *loss)
 {
     Model<T> *m = static_cast<Model<T> *>(ctx);
-    CUDA_TRY(cudaSetDevice(m->device));
+    DeviceGuard device_guard(m->device);
+    CUDA_TRY(device_guard.err);
     const int V = m->V, H = m->H, B = m->B;
     const size_t step = (size_t)B * H;
     m->steps = T_steps; /* before plan_tokens: it sets where each token array starts */
@@ -466,7 +500,8 @@ template <typename T>
 gpurnn_status backward(void *ctx)
 {
     Model<T> *m = static_cast<Model<T> *>(ctx);
-    CUDA_TRY(cudaSetDevice(m->device));
+    DeviceGuard device_guard(m->device);
+    CUDA_TRY(device_guard.err);
     const int V = m->V, H = m->H, B = m->B, T_steps = m->steps;
     const size_t step = (size_t)B * H;
     T *Whh = whh(m, m->params), *Why = why(m, m->params);
@@ -513,6 +548,7 @@ gpurnn_status backward(void *ctx)
             token_array(m, m->tokens, kSegmentEnd) + first, H, V);
         CUDA_TRY_LAUNCH("scatter_input_gradient");
     }
+    CUDA_TRY(cudaStreamSynchronize(m->stream)); /* a device fault is this call's error, not the next one's */
     return GPURNN_OK;
 }
 
@@ -520,7 +556,8 @@ template <typename T>
 gpurnn_status grad_sumsq(void *ctx, double *sumsq)
 {
     Model<T> *m = static_cast<Model<T> *>(ctx);
-    CUDA_TRY(cudaSetDevice(m->device));
+    DeviceGuard device_guard(m->device);
+    CUDA_TRY(device_guard.err);
     sum_squares_partial<T><<<kReduceBlocks, kThreads, 0, m->stream>>>(m->grads, m->n, m->partials);
     CUDA_TRY_LAUNCH("sum_squares_partial");
     sum_partials<<<1, kThreads, 0, m->stream>>>(m->partials, kReduceBlocks, m->scalars + 1);
@@ -535,7 +572,8 @@ template <typename T>
 gpurnn_status grad_scale(void *ctx, double factor)
 {
     Model<T> *m = static_cast<Model<T> *>(ctx);
-    CUDA_TRY(cudaSetDevice(m->device));
+    DeviceGuard device_guard(m->device);
+    CUDA_TRY(device_guard.err);
     scale_values<T><<<blocks_for(m->n), kThreads, 0, m->stream>>>(m->grads, m->n, (T)factor);
     CUDA_TRY_LAUNCH("scale_values");
     CUDA_TRY(cudaStreamSynchronize(m->stream));
@@ -546,7 +584,8 @@ template <typename T>
 gpurnn_status grad_clamp(void *ctx, double limit)
 {
     Model<T> *m = static_cast<Model<T> *>(ctx);
-    CUDA_TRY(cudaSetDevice(m->device));
+    DeviceGuard device_guard(m->device);
+    CUDA_TRY(device_guard.err);
     clamp_values<T><<<blocks_for(m->n), kThreads, 0, m->stream>>>(m->grads, m->n, (T)limit);
     CUDA_TRY_LAUNCH("clamp_values");
     CUDA_TRY(cudaStreamSynchronize(m->stream));
@@ -557,7 +596,8 @@ template <typename T>
 gpurnn_status step(void *ctx, const gpurnn_update_rule *rule, size_t *bad_index)
 {
     Model<T> *m = static_cast<Model<T> *>(ctx);
-    CUDA_TRY(cudaSetDevice(m->device));
+    DeviceGuard device_guard(m->device);
+    CUDA_TRY(device_guard.err);
     UpdateRule r{(int)rule->kind, rule->learning_rate, rule->momentum, rule->beta1, rule->beta2,
                  rule->eps, rule->bias_correction1, rule->bias_correction2};
     *m->host_bad = (unsigned long long)m->n;
@@ -582,7 +622,8 @@ gpurnn_status sample(void *ctx, int32_t first_token, int n, double temperature, 
                      int32_t *out)
 {
     Model<T> *m = static_cast<Model<T> *>(ctx);
-    CUDA_TRY(cudaSetDevice(m->device));
+    DeviceGuard device_guard(m->device);
+    CUDA_TRY(device_guard.err);
     const int V = m->V, H = m->H;
     T *h = m->sample_h, *next = m->sample_h + H;
     int32_t *current = m->sample_tokens + kSampleBatch;
@@ -653,7 +694,7 @@ __global__ void probe_kernel(int *out) { *out = 1; }
 } // namespace
 } // namespace gpurnn
 
-extern "C" gpurnn_status gpurnn_cuda_probe(void)
+static gpurnn_status probe_uncached(void)
 {
     int count = 0;
     cudaError_t err = cudaGetDeviceCount(&count);
@@ -688,4 +729,18 @@ extern "C" gpurnn_status gpurnn_cuda_probe(void)
                            device, major, minor, cudaGetErrorString(err));
     }
     return GPURNN_OK;
+}
+
+/* The answer cannot change while the process runs, and finding it synchronises the whole
+ * device (other threads' models included): probe once. */
+extern "C" gpurnn_status gpurnn_cuda_probe(void)
+{
+    static std::once_flag once;
+    static gpurnn_status status = GPURNN_OK;
+    static char message[512];
+    std::call_once(once, [] {
+        status = probe_uncached();
+        if (status != GPURNN_OK) snprintf(message, sizeof message, "%s", gpurnn_last_error());
+    });
+    return status == GPURNN_OK ? GPURNN_OK : gpurnn_fail(status, "%s", message);
 }

@@ -246,6 +246,7 @@ __global__ void sample_draw(const T *__restrict__ logits /* (V) */, const T *__r
 {
     __shared__ double scratch[kThreads / 32];
     __shared__ int best_shared;
+    if (*bad_logit != 0) return; /* an earlier draw failed: keep its index, draw nothing */
     double max = -INFINITY;
     int nonfinite = 0;
     for (int v = threadIdx.x; v < V; v += kThreads) {
