@@ -14,6 +14,7 @@
  * Determinism: no reduction depends on how many threads run it. Sums over rows go through
  * BLAS or through fixed-size blocks summed in order. */
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,26 +155,49 @@ static gpurnn_status FN(fill_zero)(void *ctx, gpurnn_buffer buf)
     return GPURNN_OK;
 }
 
-/* out (B, H) = prev (B, H) · Whh^T: the one recurrent product of a forward step. */
-static void FN(recurrent_product)(const cpu_ctx *c, const REAL *prev, REAL *out)
+/* out (rows, H) = prev (rows, H) · Whh^T: the recurrent product of a forward step for
+ * rows sequences. */
+static void FN(recurrent_product)(const cpu_ctx *c, const REAL *prev, REAL *out, int rows)
 {
     const REAL *Whh = WHH(c->params, c);
-    if (c->B == 1)
+    if (rows == 1)
         CBLAS_GEMV(CblasRowMajor, CblasNoTrans, c->H, c->H, 1, Whh, c->H, prev, 1, 0, out, 1);
     else
-        CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, c->B, c->H, c->H, 1, prev, c->H, Whh,
+        CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, rows, c->H, c->H, 1, prev, c->H, Whh,
                    c->H, 0, out, c->H);
 }
 
-/* out (B, H) = dz (B, H) · Whh: dh_next = Whh^T dz for every sequence. */
-static void FN(recurrent_product_backward)(const cpu_ctx *c, const REAL *dz, REAL *out)
+/* out (rows, H) = dz (rows, H) · Whh: dh_next = Whh^T dz for rows sequences. */
+static void FN(recurrent_product_backward)(const cpu_ctx *c, const REAL *dz, REAL *out, int rows)
 {
     const REAL *Whh = WHH(c->params, c);
-    if (c->B == 1)
+    if (rows == 1)
         CBLAS_GEMV(CblasRowMajor, CblasTrans, c->H, c->H, 1, Whh, c->H, dz, 1, 0, out, 1);
     else
-        CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->B, c->H, c->H, 1, dz, c->H, Whh,
+        CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, c->H, c->H, 1, dz, c->H, Whh,
                    c->H, 0, out, c->H);
+}
+
+/* The sequences of a batch are independent in the recurrence, so the batch is split into
+ * one slice per thread and each thread runs the whole time loop on its slice with
+ * single-threaded BLAS calls (OpenBLAS's OpenMP build runs serially inside a parallel
+ * region). Threads then meet once per loop rather than twice per step: per-step products
+ * are too small to split well, and a thread that spins at a per-step barrier while its
+ * partner is descheduled wastes the step. Small batches stay on one thread. */
+static int FN(recurrence_slices)(const cpu_ctx *c)
+{
+    double macs_per_step = (double)c->B * c->H * c->H;
+    if (c->B < 2 || macs_per_step < GPURNN_CPU_SLICE_MIN_MACS) return 1;
+    int threads = omp_get_max_threads();
+    return threads < c->B ? threads : c->B;
+}
+
+/* Rows [*b0, *b1) of the batch for this thread of the current team. */
+static void FN(batch_slice)(const cpu_ctx *c, int *b0, int *b1)
+{
+    long long s = omp_get_thread_num(), ns = omp_get_num_threads();
+    *b0 = (int)(c->B * s / ns);
+    *b1 = (int)(c->B * (s + 1) / ns);
 }
 
 /* logits (rows, V) = h (rows, H) · Why^T; the bias is added by the caller's row pass. */
@@ -195,17 +219,22 @@ static gpurnn_status FN(forward)(void *ctx, const int32_t *inputs, const int32_t
     memcpy(c->hs, c->state, step * sizeof(REAL));
     c->T = T;
 
-    for (int t = 0; t < T; t++) {
-        const REAL *prev = c->hs + (size_t)t * step;
-        REAL *cur = c->hs + (size_t)(t + 1) * step;
-        const int32_t *x = c->inputs + (size_t)t * B;
-        FN(recurrent_product)(c, prev, cur);
-#pragma omp parallel for collapse(2) schedule(static) if (step >= GPURNN_CPU_PARALLEL_MIN)
-        for (int b = 0; b < B; b++)
-            for (int i = 0; i < H; i++) {
-                REAL *z = &cur[(size_t)b * H + i];
-                *z = TANH(*z + Wxh[(size_t)i * V + x[b]] + bh[i]);
+    const int slices = FN(recurrence_slices)(c);
+#pragma omp parallel num_threads(slices) if (slices > 1)
+    {
+        int b0, b1;
+        FN(batch_slice)(c, &b0, &b1);
+        for (int t = 0; t < T; t++) {
+            const REAL *prev = c->hs + (size_t)t * step + (size_t)b0 * H;
+            REAL *cur = c->hs + (size_t)(t + 1) * step + (size_t)b0 * H;
+            const int32_t *x = c->inputs + (size_t)t * B;
+            FN(recurrent_product)(c, prev, cur, b1 - b0);
+            for (int b = b0; b < b1; b++) {
+                REAL *z = cur + (size_t)(b - b0) * H;
+                const REAL *wx = Wxh + x[b]; /* column x_b of Wxh, stride V */
+                for (int i = 0; i < H; i++) z[i] = TANH(z[i] + wx[(size_t)i * V] + bh[i]);
             }
+        }
     }
 
     double total = 0;
@@ -271,6 +300,7 @@ static gpurnn_status FN(backward)(void *ctx)
     REAL *dbh = BH(c->grads, c), *dby = BY(c->grads, c);
     const REAL scale = c->reduction == GPURNN_LOSS_MEAN ? (REAL)(1.0 / ((double)T * B)) : (REAL)1;
     memset(c->dh_next, 0, step * sizeof(REAL));
+    const int slices = FN(recurrence_slices)(c);
 
     /* Chunks of time from the last to the first, so the recurrence runs backwards through
      * each chunk right after its output-layer gradients are known. */
@@ -299,14 +329,20 @@ static gpurnn_status FN(backward)(void *ctx)
         CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, H, V, 1, c->logits, V, Why, H,
                    0, c->dh, H);
 
-        /* The recurrence: dz_t = (1 - h_t^2) ⊙ (dh_out_t + dh_next), in place over dh_out. */
-        for (int t = t0 + steps - 1; t >= t0; t--) {
-            REAL *dz = c->dh + (size_t)(t - t0) * step;
-            const REAL *ht = c->hs + (size_t)(t + 1) * step;
-#pragma omp parallel for schedule(static) if (step >= GPURNN_CPU_PARALLEL_MIN)
-            for (size_t k = 0; k < step; k++)
-                dz[k] = FN_TANH_BACKWARD(ht[k], dz[k] + c->dh_next[k]);
-            if (t > 0) FN(recurrent_product_backward)(c, dz, c->dh_next);
+        /* The recurrence: dz_t = (1 - h_t^2) ⊙ (dh_out_t + dh_next), in place over dh_out,
+         * each thread on its slice of the batch as in the forward pass. */
+#pragma omp parallel num_threads(slices) if (slices > 1)
+        {
+            int b0, b1;
+            FN(batch_slice)(c, &b0, &b1);
+            const size_t first = (size_t)b0 * H, count = (size_t)(b1 - b0) * H;
+            REAL *dh_next = c->dh_next + first;
+            for (int t = t0 + steps - 1; t >= t0; t--) {
+                REAL *dz = c->dh + (size_t)(t - t0) * step + first;
+                const REAL *ht = c->hs + (size_t)(t + 1) * step + first;
+                for (size_t k = 0; k < count; k++) dz[k] = FN_TANH_BACKWARD(ht[k], dz[k] + dh_next[k]);
+                if (t > 0) FN(recurrent_product_backward)(c, dz, dh_next, b1 - b0);
+            }
         }
 
         /* dWhh (H, H) += dZ^T · h_prev; dbh += colsum(dZ); dWxh[:, x] += dz */
