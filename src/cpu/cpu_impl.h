@@ -361,9 +361,14 @@ static gpurnn_status FN(grad_sumsq)(void *ctx, double *sumsq)
 #pragma omp parallel for schedule(static) if (c->n >= GPURNN_CPU_PARALLEL_MIN)
     for (size_t blk = 0; blk < blocks; blk++) {
         size_t i0 = blk * GPURNN_CPU_BLOCK, i1 = i0 + GPURNN_CPU_BLOCK < c->n ? i0 + GPURNN_CPU_BLOCK : c->n;
-        double s = 0;
-        for (size_t i = i0; i < i1; i++) s += (double)c->grads[i] * (double)c->grads[i];
-        c->block_sums[blk] = s;
+        /* Four running sums in a fixed order: independent chains the compiler can keep in
+         * vector registers, and the same result on every run. */
+        double s[4] = {0, 0, 0, 0};
+        size_t i = i0;
+        for (; i + 4 <= i1; i += 4)
+            for (int k = 0; k < 4; k++) s[k] += (double)c->grads[i + k] * (double)c->grads[i + k];
+        for (; i < i1; i++) s[0] += (double)c->grads[i] * (double)c->grads[i];
+        c->block_sums[blk] = (s[0] + s[1]) + (s[2] + s[3]);
     }
     double total = 0;
     for (size_t blk = 0; blk < blocks; blk++) total += c->block_sums[blk];
