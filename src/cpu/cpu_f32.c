@@ -1,11 +1,13 @@
 /* The CPU backend in float32. */
 #include <cblas.h>
 
+#include "fast_tanh.h"
+
 #define REAL float
 #define SFX f32
 #define CBLAS_GEMM cblas_sgemm
 #define CBLAS_GEMV cblas_sgemv
-#define TANH tanhf
+#define TANH gpurnn_fast_tanhf
 #define EXP expf
 #define FN_SGD gpurnn_sgd_update_f32
 #define FN_ADAGRAD gpurnn_adagrad_update_f32

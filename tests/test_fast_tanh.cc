@@ -1,0 +1,53 @@
+/* The float32 CPU backend's tanh (src/cpu/fast_tanh.h) against float64 tanh: at most 6
+ * float ulps anywhere, exact at 0 and in saturation, odd, and NaN in gives NaN out (a
+ * fault must stay visible to the loss check). */
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "cpu/fast_tanh.h"
+
+namespace {
+
+double ulps(float got, double want)
+{
+    float rounded = (float)want;
+    float step = std::nextafter(std::fabs(rounded), std::numeric_limits<float>::infinity()) - std::fabs(rounded);
+    return std::fabs((double)got - want) / step;
+}
+
+TEST(FastTanh, WithinSixUlpsOfFloat64Tanh)
+{
+    double worst = 0;
+    float worst_x = 0;
+    /* Every 61st positive float below infinity, and its negative. */
+    for (uint32_t bits = 0; bits < 0x7f800000u; bits += 61) {
+        float x;
+        std::memcpy(&x, &bits, sizeof x);
+        for (float v : {x, -x}) {
+            double e = ulps(gpurnn_fast_tanhf(v), std::tanh((double)v));
+            if (e > worst) {
+                worst = e;
+                worst_x = v;
+            }
+        }
+    }
+    EXPECT_LE(worst, 6.0) << "at x = " << worst_x;
+}
+
+TEST(FastTanh, SpecialValues)
+{
+    EXPECT_EQ(0.0f, gpurnn_fast_tanhf(0.0f));
+    EXPECT_EQ(1.0f, gpurnn_fast_tanhf(20.0f));
+    EXPECT_EQ(-1.0f, gpurnn_fast_tanhf(-20.0f));
+    EXPECT_EQ(1.0f, gpurnn_fast_tanhf(std::numeric_limits<float>::infinity()));
+    EXPECT_EQ(-1.0f, gpurnn_fast_tanhf(-std::numeric_limits<float>::infinity()));
+    EXPECT_TRUE(std::isnan(gpurnn_fast_tanhf(std::numeric_limits<float>::quiet_NaN())));
+    for (float x : {1e-30f, 0.1f, 0.2499f, 0.25f, 0.7f, 3.0f, 8.9f})
+        EXPECT_EQ(-gpurnn_fast_tanhf(x), gpurnn_fast_tanhf(-x)) << x;
+}
+
+}  // namespace
