@@ -7,8 +7,9 @@
 
 #include "../backend.h"
 
-/* Below this many elements a loop runs on one thread: forking costs more than it saves. */
-#define GPURNN_CPU_PARALLEL_MIN ((size_t)16384)
+/* Below this many elements a loop runs on one thread: waking a second thread (and waiting
+ * for it when the machine is busy) costs more than it saves. */
+#define GPURNN_CPU_PARALLEL_MIN ((size_t)131072)
 /* Below this many multiply-adds per time step the recurrence runs on one thread. */
 #define GPURNN_CPU_SLICE_MIN_MACS 65536.0
 /* Flat-buffer reductions sum fixed blocks, then the blocks in order, so the result does

@@ -192,6 +192,18 @@ static int FN(recurrence_slices)(const cpu_ctx *c)
     return threads < c->B ? threads : c->B;
 }
 
+/* OpenBLAS's OpenMP build sizes its team from the calling thread's omp_get_max_threads()
+ * at every call. The recurrence's per-step products are too small to split (a 2-thread
+ * GEMV per step ran 15x slower than one thread even on an idle machine), so the time
+ * loops drop this thread's count to one and restore it afterwards: a per-thread setting,
+ * so other threads and the caller's own regions are unaffected. */
+static int FN(enter_serial_blas)(void)
+{
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    return saved;
+}
+
 /* Rows [*b0, *b1) of the batch for this thread of the current team. */
 static void FN(batch_slice)(const cpu_ctx *c, int *b0, int *b1)
 {
@@ -220,6 +232,7 @@ static gpurnn_status FN(forward)(void *ctx, const int32_t *inputs, const int32_t
     c->T = T;
 
     const int slices = FN(recurrence_slices)(c);
+    const int saved_threads = FN(enter_serial_blas)();
 #pragma omp parallel num_threads(slices) if (slices > 1)
     {
         int b0, b1;
@@ -236,6 +249,7 @@ static gpurnn_status FN(forward)(void *ctx, const int32_t *inputs, const int32_t
             }
         }
     }
+    omp_set_num_threads(saved_threads);
 
     double total = 0;
     for (int t0 = 0; t0 < T; t0 += c->chunk_steps) {
@@ -331,6 +345,7 @@ static gpurnn_status FN(backward)(void *ctx)
 
         /* The recurrence: dz_t = (1 - h_t^2) ⊙ (dh_out_t + dh_next), in place over dh_out,
          * each thread on its slice of the batch as in the forward pass. */
+        const int saved_threads = FN(enter_serial_blas)();
 #pragma omp parallel num_threads(slices) if (slices > 1)
         {
             int b0, b1;
@@ -344,6 +359,7 @@ static gpurnn_status FN(backward)(void *ctx)
                 if (t > 0) FN(recurrent_product_backward)(c, dz, dh_next, b1 - b0);
             }
         }
+        omp_set_num_threads(saved_threads);
 
         /* dWhh (H, H) += dZ^T · h_prev; dbh += colsum(dZ); dWxh[:, x] += dz */
         CBLAS_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, H, H, rows, 1, c->dh, H, h_prev, H, 1,
@@ -487,7 +503,9 @@ static gpurnn_status FN(sample)(void *ctx, int32_t first_token, int n, double te
     REAL *h = c->sample_h, *next = c->sample_h + H, *y = c->sample_logits;
     memcpy(h, c->state, (size_t)H * sizeof(REAL)); /* sequence 0 */
     int32_t x = first_token;
-    for (int k = 0; k < n; k++) {
+    const int saved_threads = FN(enter_serial_blas)();
+    gpurnn_status s = GPURNN_OK;
+    for (int k = 0; k < n && s == GPURNN_OK; k++) {
         CBLAS_GEMV(CblasRowMajor, CblasNoTrans, H, H, 1, Whh, H, h, 1, 0, next, 1);
         for (int i = 0; i < H; i++) next[i] = TANH(next[i] + Wxh[(size_t)i * V + x] + bh[i]);
         REAL *swap = h;
@@ -496,11 +514,11 @@ static gpurnn_status FN(sample)(void *ctx, int32_t first_token, int n, double te
         CBLAS_GEMV(CblasRowMajor, CblasNoTrans, V, H, 1, Why, H, h, 1, 0, y, 1);
         for (int v = 0; v < V; v++) y[v] += by[v];
         for (int v = 0; v < V; v++) c->sample_y[v] = (double)y[v];
-        gpurnn_status s = gpurnn_cpu_draw(c->sample_y, V, temperature, seed, (uint64_t)k, &x);
-        if (s != GPURNN_OK) return s;
-        out[k] = x;
+        s = gpurnn_cpu_draw(c->sample_y, V, temperature, seed, (uint64_t)k, &x);
+        if (s == GPURNN_OK) out[k] = x;
     }
-    return GPURNN_OK;
+    omp_set_num_threads(saved_threads);
+    return s;
 }
 
 const gpurnn_backend_ops CPU_OPS_NAME(SFX) = {
