@@ -1,0 +1,89 @@
+/*
+ * gpurnn-charrnn's checkpoint: one file that holds everything a run needs to continue
+ * exactly — the library's own checkpoint of the model (parameters, optimizer state,
+ * carried hidden state), embedded verbatim — and around it what only the program knows:
+ * the vocabulary, the run's settings, the position in the text, the step, the random
+ * generator's state and the loss history. The byte layout is in README.md beside this
+ * file. It is written atomically (a temporary file renamed over the old one).
+ */
+#ifndef CHARRNN_CHECKPOINT_H
+#define CHARRNN_CHECKPOINT_H
+
+#include "streams.h"
+#include "util.h"
+#include "vocab.h"
+
+#include <gpurnn.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The settings a run starts with and keeps for its life. */
+typedef struct charrnn_run_config {
+    int hidden;     /* H */
+    int batch;      /* B */
+    int seq_len;    /* T */
+    gpurnn_dtype dtype;
+    gpurnn_optimizer_kind optimizer;
+    double learning_rate;       /* at step 1 ... */
+    double learning_rate_final; /* ... and at target_steps, along a cosine */
+    double momentum;      /* SGD only */
+    double clip;          /* global gradient-norm limit, 0 = none */
+    double init_scale;    /* initial weights N(0,1) * init_scale */
+    double val_fraction;  /* held-out tail */
+    uint64_t seed;        /* initial weights, and the generator of sampling seeds */
+    uint64_t target_steps; /* the step the run trains to (--steps, or --epochs converted) */
+} charrnn_run_config;
+
+/* Losses so far: one training loss per step (nats/char, the mean over the step's B*T
+ * characters), and the validation losses with the steps they were measured at. */
+typedef struct charrnn_history {
+    double *train_loss;
+    size_t train_count, train_cap;
+    uint64_t *val_step;
+    double *val_loss;
+    size_t val_count, val_cap;
+} charrnn_history;
+
+void charrnn_history_add_train(charrnn_history *h, double loss);
+void charrnn_history_add_val(charrnn_history *h, uint64_t step, double loss);
+void charrnn_history_free(charrnn_history *h);
+
+typedef struct charrnn_checkpoint {
+    charrnn_vocab vocab;
+    charrnn_run_config config;
+    uint64_t step;            /* optimizer steps taken */
+    charrnn_cursor cursor;    /* the next window to train on */
+    charrnn_rng rng;          /* the generator of sampling seeds */
+    double elapsed_seconds;   /* training wall time so far, over all sessions ... */
+    double cpu_seconds;       /* ... and the processor time it used */
+    double smoothed_loss;     /* exponential moving average of the training loss ... */
+    double smoothing_weight;  /* ... and its bias correction, 1 - decay^step */
+    uint64_t text_len;        /* the training text's length and FNV-1a hash */
+    uint64_t text_hash;
+    char text_source[4096];   /* the path given for the text; "" for the built-in corpus */
+    charrnn_history history;
+} charrnn_checkpoint;
+
+/* Writes the checkpoint and the model to path, atomically. */
+int charrnn_checkpoint_save(const char *path, const charrnn_checkpoint *ck,
+                            const gpurnn_model *model, charrnn_error *err);
+
+/* Reads a checkpoint written by charrnn_checkpoint_save and creates its model on
+ * `backend`. Checks the file completely (magic, version, size, checksum, every field,
+ * and that the embedded model matches the vocabulary and settings) before it returns;
+ * on failure *ck holds nothing to free and *model is NULL. */
+int charrnn_checkpoint_load(const char *path, gpurnn_backend backend, charrnn_checkpoint *ck,
+                            gpurnn_model **model, charrnn_error *err);
+
+void charrnn_checkpoint_free(charrnn_checkpoint *ck);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CHARRNN_CHECKPOINT_H */
