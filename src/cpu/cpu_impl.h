@@ -219,13 +219,32 @@ static void FN(output_product)(const cpu_ctx *c, const REAL *h, int rows)
                WHY(c->params, c), c->H, 0, c->logits, c->V);
 }
 
+/* h_t for t = 0..T-1 of sequences [b0, b1): one product and one fused pointwise pass a step. */
+static void FN(forward_recurrence)(const cpu_ctx *c, int T, int b0, int b1)
+{
+    const int V = c->V, H = c->H, B = c->B;
+    const size_t step = (size_t)B * H;
+    const REAL *Wxh = WXH(c->params, c), *bh = BH(c->params, c);
+    for (int t = 0; t < T; t++) {
+        const REAL *prev = c->hs + (size_t)t * step + (size_t)b0 * H;
+        REAL *cur = c->hs + (size_t)(t + 1) * step + (size_t)b0 * H;
+        const int32_t *x = c->inputs + (size_t)t * B;
+        FN(recurrent_product)(c, prev, cur, b1 - b0);
+        for (int b = b0; b < b1; b++) {
+            REAL *z = cur + (size_t)(b - b0) * H;
+            const REAL *wx = Wxh + x[b]; /* column x_b of Wxh, stride V */
+            for (int i = 0; i < H; i++) z[i] = TANH(z[i] + wx[(size_t)i * V] + bh[i]);
+        }
+    }
+}
+
 static gpurnn_status FN(forward)(void *ctx, const int32_t *inputs, const int32_t *targets, int T,
                                  double *loss)
 {
     cpu_ctx *c = ctx;
     const int V = c->V, H = c->H, B = c->B;
     const size_t step = (size_t)B * H;
-    const REAL *Wxh = WXH(c->params, c), *bh = BH(c->params, c), *by = BY(c->params, c);
+    const REAL *by = BY(c->params, c);
     memcpy(c->inputs, inputs, (size_t)T * B * sizeof(int32_t));
     memcpy(c->targets, targets, (size_t)T * B * sizeof(int32_t));
     memcpy(c->hs, c->state, step * sizeof(REAL));
@@ -233,20 +252,14 @@ static gpurnn_status FN(forward)(void *ctx, const int32_t *inputs, const int32_t
 
     const int slices = FN(recurrence_slices)(c);
     const int saved_threads = FN(enter_serial_blas)();
-#pragma omp parallel num_threads(slices) if (slices > 1)
-    {
-        int b0, b1;
-        FN(batch_slice)(c, &b0, &b1);
-        for (int t = 0; t < T; t++) {
-            const REAL *prev = c->hs + (size_t)t * step + (size_t)b0 * H;
-            REAL *cur = c->hs + (size_t)(t + 1) * step + (size_t)b0 * H;
-            const int32_t *x = c->inputs + (size_t)t * B;
-            FN(recurrent_product)(c, prev, cur, b1 - b0);
-            for (int b = b0; b < b1; b++) {
-                REAL *z = cur + (size_t)(b - b0) * H;
-                const REAL *wx = Wxh + x[b]; /* column x_b of Wxh, stride V */
-                for (int i = 0; i < H; i++) z[i] = TANH(z[i] + wx[(size_t)i * V] + bh[i]);
-            }
+    if (slices == 1) {
+        FN(forward_recurrence)(c, T, 0, B);
+    } else {
+#pragma omp parallel num_threads(slices)
+        {
+            int b0, b1;
+            FN(batch_slice)(c, &b0, &b1);
+            FN(forward_recurrence)(c, T, b0, b1);
         }
     }
     omp_set_num_threads(saved_threads);
@@ -304,6 +317,22 @@ static void FN(scatter_input_gradient)(const cpu_ctx *c, const REAL *dz, const i
     }
 }
 
+/* dz_t = (1 - h_t^2) ⊙ (dh_out_t + dh_next) for t = t0+steps-1 .. t0 and sequences
+ * [b0, b1), in place over dh_out, carrying dh_next = Whh^T dz_t to the step before. */
+static void FN(backward_recurrence)(const cpu_ctx *c, int t0, int steps, int b0, int b1)
+{
+    const int H = c->H;
+    const size_t step = (size_t)c->B * H;
+    const size_t first = (size_t)b0 * H, count = (size_t)(b1 - b0) * H;
+    REAL *dh_next = c->dh_next + first;
+    for (int t = t0 + steps - 1; t >= t0; t--) {
+        REAL *dz = c->dh + (size_t)(t - t0) * step + first;
+        const REAL *ht = c->hs + (size_t)(t + 1) * step + first;
+        for (size_t k = 0; k < count; k++) dz[k] = FN_TANH_BACKWARD(ht[k], dz[k] + dh_next[k]);
+        if (t > 0) FN(recurrent_product_backward)(c, dz, dh_next, b1 - b0);
+    }
+}
+
 static gpurnn_status FN(backward)(void *ctx)
 {
     cpu_ctx *c = ctx;
@@ -346,17 +375,14 @@ static gpurnn_status FN(backward)(void *ctx)
         /* The recurrence: dz_t = (1 - h_t^2) ⊙ (dh_out_t + dh_next), in place over dh_out,
          * each thread on its slice of the batch as in the forward pass. */
         const int saved_threads = FN(enter_serial_blas)();
-#pragma omp parallel num_threads(slices) if (slices > 1)
-        {
-            int b0, b1;
-            FN(batch_slice)(c, &b0, &b1);
-            const size_t first = (size_t)b0 * H, count = (size_t)(b1 - b0) * H;
-            REAL *dh_next = c->dh_next + first;
-            for (int t = t0 + steps - 1; t >= t0; t--) {
-                REAL *dz = c->dh + (size_t)(t - t0) * step + first;
-                const REAL *ht = c->hs + (size_t)(t + 1) * step + first;
-                for (size_t k = 0; k < count; k++) dz[k] = FN_TANH_BACKWARD(ht[k], dz[k] + dh_next[k]);
-                if (t > 0) FN(recurrent_product_backward)(c, dz, dh_next, b1 - b0);
+        if (slices == 1) {
+            FN(backward_recurrence)(c, t0, steps, 0, B);
+        } else {
+#pragma omp parallel num_threads(slices)
+            {
+                int b0, b1;
+                FN(batch_slice)(c, &b0, &b1);
+                FN(backward_recurrence)(c, t0, steps, b0, b1);
             }
         }
         omp_set_num_threads(saved_threads);
