@@ -193,10 +193,10 @@ static int FN(recurrence_slices)(const cpu_ctx *c)
 }
 
 /* OpenBLAS's OpenMP build sizes its team from the calling thread's omp_get_max_threads()
- * at every call. The recurrence's per-step products are too small to split (a 2-thread
- * GEMV per step ran 15x slower than one thread even on an idle machine), so the time
- * loops drop this thread's count to one and restore it afterwards: a per-thread setting,
- * so other threads and the caller's own regions are unaffected. */
+ * at every call. The recurrence's per-step products are too small to split: two threads
+ * per step never beat one in bench/RESULTS.md's runs, and on a busy machine they were many
+ * times slower. So the time loops drop this thread's count to one and restore it after:
+ * a per-thread setting, so other threads and the caller's own regions are unaffected. */
 static int FN(enter_serial_blas)(void)
 {
     int saved = omp_get_max_threads();
