@@ -18,20 +18,6 @@ namespace {
 const double kNaN = std::nan("");
 const double kInf = INFINITY;
 
-gpurnn_optimizer opt(gpurnn_optimizer_kind kind, double lr = 0.1, double momentum = 0, double beta1 = 0,
-                     double beta2 = 0, double eps = 0)
-{
-    gpurnn_optimizer o;
-    std::memset(&o, 0, sizeof o);
-    o.kind = kind;
-    o.learning_rate = lr;
-    o.momentum = momentum;
-    o.beta1 = beta1;
-    o.beta2 = beta2;
-    o.eps = eps;
-    return o;
-}
-
 std::string lower(std::string s)
 {
     for (char &c : s)
@@ -381,7 +367,7 @@ TEST_P(BadInputTest, Step)
     Prepared p = prepared();
     ASSERT_TRUE(p.r.m);
     gpurnn_model *m = p.r.m.get();
-    const gpurnn_optimizer ok = opt(GPURNN_SGD);
+    const gpurnn_optimizer ok = make_optimizer(GPURNN_SGD, 0.1);
     EXPECT_TRUE(failed_with(gpurnn_step(nullptr, &ok), GPURNN_ERR_INVALID_ARGUMENT));
     expect_refused(m, "NULL optimizer", GPURNN_ERR_INVALID_ARGUMENT, [&] { return gpurnn_step(m, nullptr); });
     struct Case {
@@ -390,23 +376,23 @@ TEST_P(BadInputTest, Step)
         const char *word;
     };
     const Case cases[] = {
-        {"kind 3", opt((gpurnn_optimizer_kind)3), "kind"},
-        {"kind -1", opt((gpurnn_optimizer_kind)-1), "kind"},
-        {"lr -0.1", opt(GPURNN_SGD, -0.1), "learning_rate"},
-        {"lr NaN", opt(GPURNN_ADAGRAD, kNaN), "learning_rate"},
-        {"lr inf", opt(GPURNN_ADAM, kInf), "learning_rate"},
-        {"momentum 1", opt(GPURNN_SGD, 0.1, 1.0), "momentum"},
-        {"momentum 1.5", opt(GPURNN_SGD, 0.1, 1.5), "momentum"},
-        {"momentum -0.1", opt(GPURNN_SGD, 0.1, -0.1), "momentum"},
-        {"momentum NaN", opt(GPURNN_SGD, 0.1, kNaN), "momentum"},
-        {"beta1 1", opt(GPURNN_ADAM, 0.1, 0, 1.0), "beta1"},
-        {"beta1 -0.5", opt(GPURNN_ADAM, 0.1, 0, -0.5), "beta1"},
-        {"beta1 NaN", opt(GPURNN_ADAM, 0.1, 0, kNaN), "beta1"},
-        {"beta2 1", opt(GPURNN_ADAM, 0.1, 0, 0.9, 1.0), "beta2"},
-        {"beta2 2", opt(GPURNN_ADAM, 0.1, 0, 0.9, 2.0), "beta2"},
-        {"Adam eps -1e-8", opt(GPURNN_ADAM, 0.1, 0, 0, 0, -1e-8), "eps"},
-        {"Adam eps NaN", opt(GPURNN_ADAM, 0.1, 0, 0, 0, kNaN), "eps"},
-        {"Adagrad eps -1", opt(GPURNN_ADAGRAD, 0.1, 0, 0, 0, -1.0), "eps"},
+        {"kind 3", make_optimizer((gpurnn_optimizer_kind)3, 0.1), "kind"},
+        {"kind -1", make_optimizer((gpurnn_optimizer_kind)-1, 0.1), "kind"},
+        {"lr -0.1", make_optimizer(GPURNN_SGD, -0.1), "learning_rate"},
+        {"lr NaN", make_optimizer(GPURNN_ADAGRAD, kNaN), "learning_rate"},
+        {"lr inf", make_optimizer(GPURNN_ADAM, kInf), "learning_rate"},
+        {"momentum 1", make_optimizer(GPURNN_SGD, 0.1, 1.0), "momentum"},
+        {"momentum 1.5", make_optimizer(GPURNN_SGD, 0.1, 1.5), "momentum"},
+        {"momentum -0.1", make_optimizer(GPURNN_SGD, 0.1, -0.1), "momentum"},
+        {"momentum NaN", make_optimizer(GPURNN_SGD, 0.1, kNaN), "momentum"},
+        {"beta1 1", make_optimizer(GPURNN_ADAM, 0.1, 0, 1.0), "beta1"},
+        {"beta1 -0.5", make_optimizer(GPURNN_ADAM, 0.1, 0, -0.5), "beta1"},
+        {"beta1 NaN", make_optimizer(GPURNN_ADAM, 0.1, 0, kNaN), "beta1"},
+        {"beta2 1", make_optimizer(GPURNN_ADAM, 0.1, 0, 0.9, 1.0), "beta2"},
+        {"beta2 2", make_optimizer(GPURNN_ADAM, 0.1, 0, 0.9, 2.0), "beta2"},
+        {"Adam eps -1e-8", make_optimizer(GPURNN_ADAM, 0.1, 0, 0, 0, -1e-8), "eps"},
+        {"Adam eps NaN", make_optimizer(GPURNN_ADAM, 0.1, 0, 0, 0, kNaN), "eps"},
+        {"Adagrad eps -1", make_optimizer(GPURNN_ADAGRAD, 0.1, 0, 0, 0, -1.0), "eps"},
     };
     for (const Case &c : cases)
         expect_refused(m, c.what, GPURNN_ERR_INVALID_ARGUMENT, [&] { return gpurnn_step(m, &c.o); }, {c.word});
@@ -415,7 +401,7 @@ TEST_P(BadInputTest, Step)
      * still possible (a failed step does not change the parameters) */
     expect_forward_pass_intact(p);
     const std::vector<double> g = get_grads(m), p0 = get_params(m);
-    const gpurnn_optimizer sgd = opt(GPURNN_SGD, 0.1, 0.5);
+    const gpurnn_optimizer sgd = make_optimizer(GPURNN_SGD, 0.1, 0.5);
     ASSERT_EQ(gpurnn_step(m, &sgd), GPURNN_OK) << "refused after failed steps of other kinds: " << gpurnn_last_error();
     std::vector<double> want(p0.size());
     for (size_t i = 0; i < p0.size(); ++i)

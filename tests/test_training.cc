@@ -33,20 +33,6 @@ namespace {
     return ::testing::AssertionSuccess();
 }
 
-gpurnn_optimizer make_opt(gpurnn_optimizer_kind kind, double lr, double momentum = 0, double beta1 = 0,
-                          double beta2 = 0, double eps = 0)
-{
-    gpurnn_optimizer o;
-    std::memset(&o, 0, sizeof o);
-    o.kind = kind;
-    o.learning_rate = lr;
-    o.momentum = momentum;
-    o.beta1 = beta1;
-    o.beta2 = beta2;
-    o.eps = eps;
-    return o;
-}
-
 }  // namespace
 
 class TrainingTest : public BackendTest {
@@ -178,7 +164,7 @@ TEST_P(TrainingTest, SgdWithoutMomentum)
         for (int s = 0; s < 2; ++s) {
             const std::vector<double> g = fresh_grads(r.m.get(), rng);
             const std::vector<double> p0 = get_params(r.m.get());
-            step_ok(r.m.get(), make_opt(GPURNN_SGD, lr));
+            step_ok(r.m.get(), make_optimizer(GPURNN_SGD, lr));
             std::vector<double> want(p0.size());
             for (size_t i = 0; i < p0.size(); ++i)
                 want[i] = p0[i] - lr * g[i];
@@ -199,7 +185,7 @@ TEST_P(TrainingTest, SgdWithMomentum)
         for (int s = 0; s < 3; ++s) {
             const std::vector<double> g = fresh_grads(r.m.get(), rng);
             const std::vector<double> p0 = get_params(r.m.get());
-            step_ok(r.m.get(), make_opt(GPURNN_SGD, lr, mu));
+            step_ok(r.m.get(), make_optimizer(GPURNN_SGD, lr, mu));
             std::vector<double> want(p0.size());
             for (size_t i = 0; i < p0.size(); ++i) {
                 v[i] = mu * v[i] + g[i];
@@ -223,7 +209,7 @@ TEST_P(TrainingTest, Adagrad)
             for (int s = 0; s < 3; ++s) {
                 const std::vector<double> g = fresh_grads(r.m.get(), rng);
                 const std::vector<double> p0 = get_params(r.m.get());
-                step_ok(r.m.get(), make_opt(GPURNN_ADAGRAD, lr, 0, 0, 0, eps_arg));
+                step_ok(r.m.get(), make_optimizer(GPURNN_ADAGRAD, lr, 0, 0, 0, eps_arg));
                 std::vector<double> want(p0.size());
                 for (size_t i = 0; i < p0.size(); ++i) {
                     mem[i] += g[i] * g[i];
@@ -253,7 +239,7 @@ TEST_P(TrainingTest, AdamWithBiasCorrection)
             for (int s = 1; s <= 3; ++s) {
                 const std::vector<double> g = fresh_grads(r.m.get(), rng);
                 const std::vector<double> p0 = get_params(r.m.get());
-                step_ok(r.m.get(), make_opt(GPURNN_ADAM, lr, 0, hp.beta1, hp.beta2, hp.eps));
+                step_ok(r.m.get(), make_optimizer(GPURNN_ADAM, lr, 0, hp.beta1, hp.beta2, hp.eps));
                 std::vector<double> want(p0.size());
                 for (size_t i = 0; i < p0.size(); ++i) {
                     mo[i] = b1 * mo[i] + (1 - b1) * g[i];
@@ -274,11 +260,11 @@ TEST_P(TrainingTest, SwitchingKindIsRefusedUntilReset)
     ASSERT_TRUE(r.m);
     Rng rng(9);
     fresh_grads(r.m.get(), rng);
-    step_ok(r.m.get(), make_opt(GPURNN_SGD, 0.1, 0.5));
+    step_ok(r.m.get(), make_optimizer(GPURNN_SGD, 0.1, 0.5));
     const std::vector<double> g = fresh_grads(r.m.get(), rng);
     const Snapshot before = Snapshot::take(r.m.get());
     for (gpurnn_optimizer_kind other : {GPURNN_ADAM, GPURNN_ADAGRAD}) {
-        const gpurnn_optimizer o = make_opt(other, 0.1);
+        const gpurnn_optimizer o = make_optimizer(other, 0.1);
         EXPECT_TRUE(failed_with(gpurnn_step(r.m.get(), &o), GPURNN_ERR_INVALID_ARGUMENT)) << "kind " << other;
         EXPECT_TRUE(snapshots_equal(Snapshot::take(r.m.get()), before));
     }
@@ -286,7 +272,7 @@ TEST_P(TrainingTest, SwitchingKindIsRefusedUntilReset)
     EXPECT_TRUE(snapshots_equal(Snapshot::take(r.m.get()), before)) << "optimizer_reset touches only optimizer state";
     /* after the reset Adam starts from zero moments and t = 1: m_hat = g, v_hat = g^2 */
     const std::vector<double> p0 = get_params(r.m.get());
-    step_ok(r.m.get(), make_opt(GPURNN_ADAM, 0.01));
+    step_ok(r.m.get(), make_optimizer(GPURNN_ADAM, 0.01));
     std::vector<double> want(p0.size());
     for (size_t i = 0; i < p0.size(); ++i) {
         const double m_hat = (0.1 * g[i]) / (1 - 0.9), v_hat = (0.001 * g[i] * g[i]) / (1 - 0.999);
@@ -294,7 +280,7 @@ TEST_P(TrainingTest, SwitchingKindIsRefusedUntilReset)
     }
     EXPECT_TRUE(params_match(get_params(r.m.get()), want, p0, GPURNN_F64));
     /* and now SGD is the one refused */
-    const gpurnn_optimizer sgd = make_opt(GPURNN_SGD, 0.1);
+    const gpurnn_optimizer sgd = make_optimizer(GPURNN_SGD, 0.1);
     EXPECT_TRUE(failed_with(gpurnn_step(r.m.get(), &sgd), GPURNN_ERR_INVALID_ARGUMENT));
 }
 
@@ -304,11 +290,11 @@ TEST_P(TrainingTest, ResetClearsSgdVelocity)
     ASSERT_TRUE(r.m);
     Rng rng(10);
     fresh_grads(r.m.get(), rng);
-    step_ok(r.m.get(), make_opt(GPURNN_SGD, 0.1, 0.9));
+    step_ok(r.m.get(), make_optimizer(GPURNN_SGD, 0.1, 0.9));
     ASSERT_EQ(gpurnn_optimizer_reset(r.m.get()), GPURNN_OK);
     const std::vector<double> g = fresh_grads(r.m.get(), rng);
     const std::vector<double> p0 = get_params(r.m.get());
-    step_ok(r.m.get(), make_opt(GPURNN_SGD, 0.1, 0.9));
+    step_ok(r.m.get(), make_optimizer(GPURNN_SGD, 0.1, 0.9));
     std::vector<double> want(p0.size());
     for (size_t i = 0; i < p0.size(); ++i)
         want[i] = p0[i] - 0.1 * g[i];   /* v = 0.9*0 + g */
@@ -321,7 +307,7 @@ TEST_P(TrainingTest, StepInvalidatesTheForwardPass)
     ASSERT_TRUE(r.m);
     Rng rng(11);
     fresh_grads(r.m.get(), rng);
-    step_ok(r.m.get(), make_opt(GPURNN_SGD, 0.1));
+    step_ok(r.m.get(), make_optimizer(GPURNN_SGD, 0.1));
     const Snapshot before = Snapshot::take(r.m.get());
     EXPECT_TRUE(failed_with(gpurnn_backward(r.m.get()), GPURNN_ERR_INVALID_STATE));
     EXPECT_TRUE(snapshots_equal(Snapshot::take(r.m.get()), before));
@@ -344,12 +330,12 @@ TEST_P(TrainingTest, NonFiniteUpdateChangesNothing)
     p[imax] = g[imax] > 0 ? -1.7e308 : 1.7e308;
     ASSERT_EQ(gpurnn_params_set(r.m.get(), p.data(), p.size()), GPURNN_OK);
     const Snapshot before = Snapshot::take(r.m.get());
-    const gpurnn_optimizer huge = make_opt(GPURNN_SGD, 1e308, 0.5);
+    const gpurnn_optimizer huge = make_optimizer(GPURNN_SGD, 1e308, 0.5);
     EXPECT_TRUE(failed_with(gpurnn_step(r.m.get(), &huge), GPURNN_ERR_NUMERIC));
     EXPECT_TRUE(snapshots_equal(Snapshot::take(r.m.get()), before));
     /* the velocity was not written: a sane step now behaves like the first one */
     ASSERT_EQ(gpurnn_params_set(r.m.get(), r.params.data(), r.params.size()), GPURNN_OK);
-    step_ok(r.m.get(), make_opt(GPURNN_SGD, 0.1, 0.5));
+    step_ok(r.m.get(), make_optimizer(GPURNN_SGD, 0.1, 0.5));
     std::vector<double> want(r.params.size());
     for (size_t i = 0; i < want.size(); ++i)
         want[i] = r.params[i] - 0.1 * g[i];

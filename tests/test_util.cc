@@ -81,6 +81,20 @@ ModelPtr create_model(const gpurnn_config &cfg)
     return ModelPtr(m);
 }
 
+gpurnn_optimizer make_optimizer(gpurnn_optimizer_kind kind, double lr, double momentum, double beta1,
+                                double beta2, double eps)
+{
+    gpurnn_optimizer o;
+    std::memset(&o, 0, sizeof o);
+    o.kind = kind;
+    o.learning_rate = lr;
+    o.momentum = momentum;
+    o.beta1 = beta1;
+    o.beta2 = beta2;
+    o.eps = eps;
+    return o;
+}
+
 std::vector<double> random_normal(size_t n, Rng &rng, double scale)
 {
     std::vector<double> v(n);

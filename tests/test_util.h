@@ -45,6 +45,10 @@ gpurnn_config make_config(gpurnn_backend backend, gpurnn_dtype dtype, int V, int
  * returns nullptr, so callers write ASSERT_TRUE(m). */
 ModelPtr create_model(const gpurnn_config &cfg);
 
+/* A gpurnn_optimizer with every other field zero (zero beta/eps mean the defaults). */
+gpurnn_optimizer make_optimizer(gpurnn_optimizer_kind kind, double lr, double momentum = 0,
+                                double beta1 = 0, double beta2 = 0, double eps = 0);
+
 std::vector<double> random_normal(size_t n, Rng &rng, double scale);
 std::vector<int32_t> random_tokens(size_t n, int V, Rng &rng);
 /* Each value rounded to float and back (what a float32 model stores). */
