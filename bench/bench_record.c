@@ -27,7 +27,8 @@ static const field fields[] = {
     I(repeats),   I(M),        I(N),        I(K),         R(median_s),      R(min_s),
     R(max_s),     R(tokens_per_s), R(flops_per_step), R(gflops), R(gemm_gflops),
     R(gemm_fraction), R(loss), R(peak_rss_bytes), R(base_rss_bytes), R(theory_bytes),
-    R(dev_mem_bytes), R(dev_total_bytes), R(ratio), R(ratio_best),
+    R(dev_mem_bytes), R(dev_total_bytes), R(ratio), R(ratio_best), I(bptt_checkpoint_every),
+    R(model_host_bytes), R(model_device_bytes), R(activation_bytes),
 };
 
 #undef S

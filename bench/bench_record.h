@@ -36,6 +36,9 @@ typedef struct bench_record {
     double loss; /* loss of the last timed step, per token */
     double peak_rss_bytes, base_rss_bytes, theory_bytes;
     double dev_mem_bytes, dev_total_bytes;
+    /* gpurnn: gpurnn_model_memory's figures and the resolved BPTT checkpoint interval */
+    long long bptt_checkpoint_every; /* -1: the full history */
+    double model_host_bytes, model_device_bytes, activation_bytes;
     double ratio;      /* ratio records: tokens/s over the peer's, from the medians */
     double ratio_best; /* the same from the fastest repeats (less sensitive to a busy machine) */
 } bench_record;

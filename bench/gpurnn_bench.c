@@ -90,6 +90,8 @@ typedef struct {
     const char *cudnn_algo;
     int torch_max_T;
     unsigned long long seed;
+    int bptt_every;                 /* config.bptt_checkpoint_every */
+    unsigned long long act_budget;  /* config.activation_budget_bytes */
 } options;
 
 static const char *optimizer_name(gpurnn_optimizer_kind k)
@@ -135,6 +137,10 @@ static void usage(FILE *f)
             "  --clip X           clip_grad_norm max norm (default 5)\n"
             "  --loss sum|mean    loss reduction (default sum, the library's default)\n"
             "  --seed N           seed of the weights and of the random tokens (default 1)\n"
+            "  --bptt-checkpoint K|auto|off\n"
+            "                     keep every K-th hidden state and recompute the rest in backward\n"
+            "                     (default auto: the library's choice from the activation budget)\n"
+            "  --activation-budget MB   the budget for auto (default the library's, 1024 MiB)\n"
             "  --gemm-size N      n of the n*n*n CBLAS GEMM that measures the CPU's rate (default 1024)\n"
             "  --cuda-gemm-size N n of the cuBLAS GEMM that measures the GPU's rate (default 4096)\n"
             "  --peers            also run bench/peers/torch_rnn.py (beside the CPU backend) and\n"
@@ -218,7 +224,7 @@ static int parse_options(int argc, char **argv, options *o)
             "--hidden",    "--batch",     "--seq",     "--dtype",      "--backend",    "--threads",
             "--steps",     "--warmup",    "--max-time", "--timeout",   "--optimizer",  "--lr",
             "--clip",      "--loss",      "--seed",    "--gemm-size",  "--cuda-gemm-size", "--plot",
-            "--python",    "--cudnn-algo", "--torch-max-seq"};
+            "--python",    "--cudnn-algo", "--torch-max-seq", "--bptt-checkpoint", "--activation-budget"};
         int is_known = 0;
         for (size_t k = 0; k < sizeof known / sizeof known[0]; k++) is_known |= !strcmp(name, known[k]);
         if (!is_known) {
@@ -326,7 +332,18 @@ static int parse_options(int argc, char **argv, options *o)
             o->python = val;
         else if (!strcmp(name, "--cudnn-algo"))
             o->cudnn_algo = val;
-        else if (!strcmp(name, "--torch-max-seq"))
+        else if (!strcmp(name, "--bptt-checkpoint")) {
+            if (!strcmp(val, "auto"))
+                o->bptt_every = 0;
+            else if (!strcmp(val, "off"))
+                o->bptt_every = GPURNN_BPTT_KEEP_ALL;
+            else
+                bad = parse_int(val, 1, &o->bptt_every);
+        } else if (!strcmp(name, "--activation-budget")) {
+            int mb = 0;
+            bad = parse_int(val, 1, &mb);
+            o->act_budget = (unsigned long long)mb << 20;
+        } else if (!strcmp(name, "--torch-max-seq"))
             bad = parse_int(val, 1, &o->torch_max_T);
         else {
             fprintf(stderr, "gpurnn-bench: unknown option %s (see --help)\n", name);
@@ -692,11 +709,20 @@ static void measure_gpurnn(const void *arg, bench_record *r)
     cfg.backend = j->backend;
     cfg.reduction = o->reduction;
     cfg.seed = o->seed;
+    cfg.bptt_checkpoint_every = o->bptt_every;
+    cfg.activation_budget_bytes = o->act_budget;
     gpurnn_model *m = NULL;
     s = gpurnn_model_create(&cfg, &m);
     if (s != GPURNN_OK) {
         fail_record(r, "gpurnn_model_create", s);
         return;
+    }
+    gpurnn_memory_report mem;
+    if (gpurnn_model_memory(m, &mem) == GPURNN_OK) {
+        r->bptt_checkpoint_every = mem.bptt_checkpoint_every;
+        r->model_host_bytes = (double)mem.host_total;
+        r->model_device_bytes = (double)mem.device_total;
+        r->activation_bytes = (double)(mem.host[GPURNN_MEMORY_ACTIVATIONS] + mem.device[GPURNN_MEMORY_ACTIVATIONS]);
     }
     gpurnn_optimizer opt;
     memset(&opt, 0, sizeof opt);
@@ -1052,9 +1078,9 @@ static void print_table_header(bench_out *b)
 {
     if (b->header_done) return;
     b->header_done = 1;
-    fprintf(b->table, "\n%-8s %-5s %-10s %-13s %4s %4s %3s %7s %10s %10s %10s %12s %8s %6s %8s %8s %4s\n", "impl",
-            "on", "variant", "preset", "V", "H", "B", "T", "median ms", "min ms", "max ms", "tokens/s", "GFLOP/s",
-            "%GEMM", "RSS MB", "dev MB", "reps");
+    fprintf(b->table, "\n%-8s %-5s %-10s %-13s %4s %4s %3s %7s %10s %10s %10s %12s %8s %6s %8s %8s %6s %8s %4s\n",
+            "impl", "on", "variant", "preset", "V", "H", "B", "T", "median ms", "min ms", "max ms", "tokens/s",
+            "GFLOP/s", "%GEMM", "RSS MB", "dev MB", "ckpt k", "act MB", "reps");
 }
 
 static void fmt_or_dash(char *buf, size_t size, const char *fmt, double v)
@@ -1096,7 +1122,7 @@ static void print_record(bench_out *b, bench_record *r)
         return;
     }
     print_table_header(b);
-    char med[16], mn[16], mx[16], tps[16], gf[16], frac[16], rss[16], dev[16];
+    char med[16], mn[16], mx[16], tps[16], gf[16], frac[16], rss[16], dev[16], every[24], act[16];
     fmt_or_dash(med, sizeof med, "%.3f", r->median_s * 1e3);
     fmt_or_dash(mn, sizeof mn, "%.3f", r->min_s * 1e3);
     fmt_or_dash(mx, sizeof mx, "%.3f", r->max_s * 1e3);
@@ -1105,9 +1131,14 @@ static void print_record(bench_out *b, bench_record *r)
     fmt_or_dash(frac, sizeof frac, "%.1f%%", r->gemm_fraction * 100);
     fmt_or_dash(rss, sizeof rss, "%.1f", r->peak_rss_bytes / 1048576.0);
     fmt_or_dash(dev, sizeof dev, "%.1f", r->dev_mem_bytes / 1048576.0);
-    fprintf(f, "%-8s %-5s %-10s %-13s %4lld %4lld %3lld %7lld %10s %10s %10s %12s %8s %6s %8s %8s %4lld\n", r->impl,
-            r->backend, r->variant[0] ? r->variant : "-", r->preset, r->V, r->H, r->B, r->T, med, mn, mx, tps, gf,
-            frac, rss, dev, r->repeats);
+    fmt_or_dash(act, sizeof act, "%.1f", r->activation_bytes / 1048576.0);
+    if (r->bptt_checkpoint_every > 0)
+        snprintf(every, sizeof every, "%lld", r->bptt_checkpoint_every);
+    else
+        bench_set_string(every, sizeof every, "-");
+    fprintf(f, "%-8s %-5s %-10s %-13s %4lld %4lld %3lld %7lld %10s %10s %10s %12s %8s %6s %8s %8s %6s %8s %4lld\n",
+            r->impl, r->backend, r->variant[0] ? r->variant : "-", r->preset, r->V, r->H, r->B, r->T, med, mn, mx,
+            tps, gf, frac, rss, dev, every, act, r->repeats);
     fflush(f);
 }
 

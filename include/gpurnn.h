@@ -85,10 +85,27 @@ typedef struct gpurnn_config {
     gpurnn_loss_reduction reduction;
     unsigned long long seed;        /* initial weights: N(0,1) * init_scale, biases 0 */
     double init_scale;              /* 0 means the default, 0.01 */
+    /* Checkpointed BPTT. Backward needs every hidden state of the forward pass: (T+1)*B*H
+     * values. With bptt_checkpoint_every = k >= 1 the forward pass keeps only every k-th
+     * state, and backward recomputes the others from them, a stretch at a time, walking
+     * backwards: activation memory ~ (T/k + k + C)*B*H values (C: the output layer's
+     * chunk of time steps, see gpurnn_model_memory) for about one more forward pass of
+     * the recurrence. The gradients are bit-identical to those of the full history.
+     *   0                    automatic: the full history when its (max_seq_len+1)*B*H
+     *                        values fit activation_budget_bytes, otherwise k about
+     *                        sqrt(max_seq_len) (rounded up to a multiple of C)
+     *   GPURNN_BPTT_KEEP_ALL the full history, whatever its size
+     * Neither field is saved in checkpoint files: a loaded model chooses again. */
+    int bptt_checkpoint_every;
+    unsigned long long activation_budget_bytes;  /* 0 means the default, 1 GiB */
 } gpurnn_config;
 
+#define GPURNN_BPTT_KEEP_ALL (-1)
+#define GPURNN_DEFAULT_ACTIVATION_BUDGET (1ULL << 30)
+
 /* Fills every field with its default: V = H = B = 0 (the caller must set them),
- * max_seq_len 0 (must be set), F32, AUTO, LOSS_SUM, seed 0, init_scale 0.01.
+ * max_seq_len 0 (must be set), F32, AUTO, LOSS_SUM, seed 0, init_scale 0.01,
+ * bptt_checkpoint_every 0 (automatic), activation_budget_bytes 1 GiB.
  * A zero-initialised struct has the same meaning. */
 GPURNN_API void gpurnn_config_init(gpurnn_config *cfg);
 
@@ -97,7 +114,8 @@ GPURNN_API void gpurnn_config_init(gpurnn_config *cfg);
  * All memory the model will use during training is allocated here.
  * *out is set only on success; destroy it with gpurnn_model_destroy.
  * Errors: INVALID_ARGUMENT (NULL pointer, a size < 1, an unknown enum value, a negative
- * or non-finite init_scale, or buffer sizes that overflow size_t), BACKEND_UNAVAILABLE
+ * or non-finite init_scale, bptt_checkpoint_every < -1, or buffer sizes that overflow
+ * size_t), BACKEND_UNAVAILABLE
  * (an explicit backend that cannot be used here; the message says why), OUT_OF_MEMORY
  * (the message gives the bytes asked for), CUDA. */
 GPURNN_API gpurnn_status gpurnn_model_create(const gpurnn_config *cfg, gpurnn_model **out);
@@ -109,8 +127,34 @@ GPURNN_API void gpurnn_model_destroy(gpurnn_model *m);
 GPURNN_API gpurnn_backend gpurnn_model_backend(const gpurnn_model *m);
 
 /* The model's configuration as resolved at creation (defaults filled in, backend
- * resolved). Errors: INVALID_ARGUMENT for NULL. */
+ * resolved, bptt_checkpoint_every resolved to GPURNN_BPTT_KEEP_ALL or k >= 1).
+ * Errors: INVALID_ARGUMENT for NULL. */
 GPURNN_API gpurnn_status gpurnn_model_config(const gpurnn_model *m, gpurnn_config *out);
+
+/* Bytes a model holds, by what they are for and where they live (host memory, or the
+ * device's for a CUDA model), so that users can plan memory. Everything is allocated at
+ * creation, so the figures do not change while the model trains. */
+typedef enum {
+    GPURNN_MEMORY_PARAMETERS,
+    GPURNN_MEMORY_GRADIENTS,
+    GPURNN_MEMORY_OPTIMIZER,     /* both optimizer slots */
+    GPURNN_MEMORY_ACTIVATIONS,   /* what backward needs from forward: hidden states (or BPTT
+                                    checkpoints and the recomputation window), the tokens and
+                                    per-row log-sum-exps, the output layer's chunk buffers */
+    GPURNN_MEMORY_WORKSPACE,     /* everything else: carried state, staging, cuBLAS workspace */
+    GPURNN_MEMORY_KINDS
+} gpurnn_memory_kind;
+
+typedef struct gpurnn_memory_report {
+    size_t host[GPURNN_MEMORY_KINDS];
+    size_t device[GPURNN_MEMORY_KINDS];  /* all 0 for a CPU model */
+    size_t host_total, device_total;
+    int bptt_checkpoint_every;           /* as resolved: GPURNN_BPTT_KEEP_ALL or k >= 1 */
+    int chunk_steps;                     /* C: time steps per output-layer chunk */
+} gpurnn_memory_report;
+
+/* Fills *out. Errors: INVALID_ARGUMENT (NULL). */
+GPURNN_API gpurnn_status gpurnn_model_memory(const gpurnn_model *m, gpurnn_memory_report *out);
 
 /* 1 if models can be created on backend b in this process, 0 otherwise.
  * AUTO and CPU are always available. */

@@ -55,6 +55,9 @@ typedef struct gpurnn_backend_ops {
     gpurnn_status (*step)(void *ctx, const gpurnn_update_rule *rule, size_t *bad_index);
     gpurnn_status (*sample)(void *ctx, int32_t first_token, int n, double temperature,
                             unsigned long long seed, int32_t *out);
+    /* Adds the bytes the backend holds to report's host[] and device[] (totals are the
+     * dispatch layer's). */
+    void (*memory)(void *ctx, gpurnn_memory_report *report);
 } gpurnn_backend_ops;
 
 /* Each backend has one table per dtype. */

@@ -2,6 +2,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "bptt_plan.h"
 #include "error.h"
 #include "model.h"
 
@@ -13,6 +14,7 @@ void gpurnn_config_init(gpurnn_config *cfg)
     cfg->backend = GPURNN_BACKEND_AUTO;
     cfg->reduction = GPURNN_LOSS_SUM;
     cfg->init_scale = 0.01;
+    cfg->activation_budget_bytes = GPURNN_DEFAULT_ACTIVATION_BUDGET;
 }
 
 static int mul_overflows(size_t a, size_t b, size_t *out)
@@ -34,7 +36,8 @@ static int add_overflows(size_t a, size_t b, size_t *out)
 static gpurnn_status check_sizes(const gpurnn_config *c)
 {
     size_t V = (size_t)c->vocab_size, H = (size_t)c->hidden_size, B = (size_t)c->batch_size;
-    size_t T1 = (size_t)c->max_seq_len + 1;
+    /* + 256: a checkpointed run's window may hold up to 255 alignment states more */
+    size_t T1 = (size_t)c->max_seq_len + 1 + 256;
     size_t hv, hh, params, bytes, states, tokens;
     int overflow = mul_overflows(H, V, &hv) || mul_overflows(H, H, &hh) ||
                    add_overflows(hv, hv, &params) || add_overflows(params, hh, &params) ||
@@ -84,8 +87,15 @@ gpurnn_status gpurnn_config_resolve(const gpurnn_config *in, gpurnn_config *out)
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "init_scale = %g must be finite and >= 0",
                            c.init_scale);
     if (c.init_scale == 0) c.init_scale = 0.01;
+    if (c.bptt_checkpoint_every < GPURNN_BPTT_KEEP_ALL)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "bptt_checkpoint_every = %d must be >= 1, 0 (automatic) or "
+                           "GPURNN_BPTT_KEEP_ALL (-1)",
+                           c.bptt_checkpoint_every);
+    if (c.activation_budget_bytes == 0) c.activation_budget_bytes = GPURNN_DEFAULT_ACTIVATION_BUDGET;
     gpurnn_status s = check_sizes(&c);
     if (s != GPURNN_OK) return s;
+    c.bptt_checkpoint_every = gpurnn_resolve_checkpoint_every(&c);
     *out = c;
     return GPURNN_OK;
 }

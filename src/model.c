@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bptt_plan.h"
 #include "error.h"
 #include "model.h"
 #include "rng.h"
@@ -153,6 +154,26 @@ gpurnn_status gpurnn_model_config(const gpurnn_model *m, gpurnn_config *out)
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "gpurnn_model_config: %s is NULL",
                            !m ? "model" : "out");
     *out = m->cfg;
+    return GPURNN_OK;
+}
+
+gpurnn_status gpurnn_model_memory(const gpurnn_model *m, gpurnn_memory_report *out)
+{
+    if (!m || !out)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "gpurnn_model_memory: %s is NULL",
+                           !m ? "model" : "out");
+    gpurnn_memory_report r;
+    memset(&r, 0, sizeof r);
+    r.host[GPURNN_MEMORY_WORKSPACE] = sizeof *m;
+    m->ops->memory(m->ctx, &r);
+    for (int kind = 0; kind < GPURNN_MEMORY_KINDS; kind++) {
+        r.host_total += r.host[kind];
+        r.device_total += r.device[kind];
+    }
+    r.bptt_checkpoint_every = m->cfg.bptt_checkpoint_every;
+    r.chunk_steps = gpurnn_chunk_steps(m->cfg.vocab_size, m->cfg.hidden_size, m->cfg.batch_size,
+                                       m->cfg.max_seq_len);
+    *out = r;
     return GPURNN_OK;
 }
 

@@ -1,5 +1,6 @@
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../error.h"
 #include "../rng.h"
@@ -15,24 +16,20 @@ const gpurnn_backend_ops *gpurnn_cpu_backend(gpurnn_dtype dtype)
 
 size_t gpurnn_cpu_block_count(size_t n) { return (n + GPURNN_CPU_BLOCK - 1) / GPURNN_CPU_BLOCK; }
 
-int gpurnn_cpu_chunk_steps(int V, int H, int B, int max_T)
-{
-    const size_t budget = (size_t)1 << 18; /* elements in the larger chunk buffer */
-    size_t width = (size_t)B * (size_t)(V > H ? V : H);
-    size_t steps = budget / width;
-    if (steps < 1) steps = 1;
-    if (steps > (size_t)max_T) steps = (size_t)max_T;
-    return (int)steps;
-}
-
-gpurnn_status gpurnn_cpu_allocate_all(const gpurnn_cpu_allocation *table, size_t count)
+gpurnn_status gpurnn_cpu_allocate_all(const gpurnn_cpu_allocation *table, size_t count,
+                                      size_t bytes_by_kind[GPURNN_MEMORY_KINDS])
 {
     for (size_t i = 0; i < count; i++) {
         size_t n = table[i].count ? table[i].count : 1;
-        *table[i].slot = calloc(n, table[i].elem_size);
-        if (!*table[i].slot)
-            return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes for the %s",
-                               n * table[i].elem_size, table[i].what);
+        size_t bytes = n * table[i].elem_size; /* config.c bounds every buffer's size */
+        void *p = NULL;
+        if (posix_memalign(&p, GPURNN_CPU_ALIGN, bytes) != 0) p = NULL;
+        *table[i].slot = p;
+        if (!p)
+            return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes for the %s", bytes,
+                               table[i].what);
+        memset(p, 0, bytes);
+        bytes_by_kind[table[i].kind] += bytes;
     }
     return GPURNN_OK;
 }

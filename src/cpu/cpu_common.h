@@ -18,19 +18,22 @@
 
 size_t gpurnn_cpu_block_count(size_t n);
 
-/* Time steps per output-layer chunk: enough rows for efficient GEMMs, few enough that the
- * (rows, V) and (rows, H) chunk buffers stay small whatever T is. */
-int gpurnn_cpu_chunk_steps(int V, int H, int B, int max_T);
+/* Every buffer starts at a multiple of this many bytes (a cache line; the widest vector
+ * loads), which also makes the BPTT window's operands aligned as the full history's are. */
+#define GPURNN_CPU_ALIGN ((size_t)64)
 
 typedef struct {
     void **slot;
     size_t count, elem_size;
     const char *what;
+    gpurnn_memory_kind kind;
 } gpurnn_cpu_allocation;
 
-/* Zero-filled allocations; on failure frees nothing (the caller's destroy does) and
+/* Zero-filled, GPURNN_CPU_ALIGN-aligned allocations (release with free()), adding each
+ * one's bytes to bytes_by_kind; on failure frees nothing (the caller's destroy does) and
  * reports the bytes asked for. */
-gpurnn_status gpurnn_cpu_allocate_all(const gpurnn_cpu_allocation *table, size_t count);
+gpurnn_status gpurnn_cpu_allocate_all(const gpurnn_cpu_allocation *table, size_t count,
+                                      size_t bytes_by_kind[GPURNN_MEMORY_KINDS]);
 
 /* Draws token index from logits y (V) with p ∝ exp(y / temperature), the uniform number
  * for draw k of seed; temperature 0 takes the first maximum. */

@@ -6,10 +6,13 @@
  *   TANH, EXP     tanhf/expf or tanh/exp
  * and gets the table CPU_OPS(SFX).
  *
- * Shapes are row-major and noted as (rows, cols). Time-major activations: hidden states
- * hs (T+1, B, H) with hs[0] = h_{-1} (the carried state at forward time) and hs[t+1] = h_t,
- * so the states of steps t0..t1-1 are the contiguous (rows = (t1-t0)*B, H) block at
- * hs + (t0+1)*B*H, and their predecessors the block one step earlier.
+ * Shapes are row-major and noted as (rows, cols). Time-major activations: hidden state
+ * j (B, H) is h_{j-1}, so state 0 is the carried state at forward time and state t+1 is
+ * h_t. A chunk of steps t0..t1-1 works on states t0..t1 kept contiguous: its h_t are the
+ * (rows = (t1-t0)*B, H) block one state after state t0, their predecessors the block at
+ * state t0. With the full history they all sit in hs (max_T + 1, B, H); with checkpointed
+ * BPTT (src/bptt_plan.h) only every k-th state is kept in ckpts, and a window holds the
+ * states of the chunks at hand, recomputed from the checkpoint before them.
  *
  * Determinism: no reduction depends on how many threads run it. Sums over rows go through
  * BLAS or through fixed-size blocks summed in order. */
@@ -19,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../bptt_plan.h"
 #include "../error.h"
 #include "../model.h"
 #include "../rng.h"
@@ -38,7 +42,12 @@ typedef struct {
     REAL *grads;            /* (n) */
     REAL *opt0, *opt1;      /* (n) each: optimizer slots */
     REAL *state;            /* (B, H) carried hidden state */
-    REAL *hs;               /* (max_T + 1, B, H) */
+    int ckpt_every;         /* k, or GPURNN_BPTT_KEEP_ALL */
+    REAL *hs;               /* (max_T + 1, B, H): the full history; NULL with checkpoints */
+    REAL *ckpts;            /* (max_T / k + 1, B, H): state j*k at [j] */
+    REAL *window;           /* (pad_max + window_states, B, H) */
+    REAL *window_first;     /* where state window_lo sits in window */
+    int window_lo, window_hi; /* the window holds states [lo, hi] of the last forward; lo > hi: none */
     int32_t *inputs;        /* (max_T, B) of the last forward */
     int32_t *targets;       /* (max_T, B) */
     double *row_lse;        /* (max_T, B) log-sum-exp of each output row */
@@ -53,6 +62,7 @@ typedef struct {
     REAL *sample_h;         /* (2, H): sampling keeps away from the training buffers */
     double *sample_y;       /* (V) */
     REAL *sample_logits;    /* (V) */
+    size_t bytes[GPURNN_MEMORY_KINDS];
 } FN(ctx);
 
 typedef FN(ctx) cpu_ctx;
@@ -80,10 +90,10 @@ static void FN(destroy)(void *ctx)
 {
     cpu_ctx *c = ctx;
     if (!c) return;
-    void *owned[] = {c->params,  c->grads,   c->opt0,       c->opt1,     c->state,
-                     c->hs,      c->inputs,  c->targets,    c->row_lse,  c->logits,
-                     c->dh,      c->dh_next, c->ones,       c->row_loss, c->block_sums,
-                     c->sample_h, c->sample_y, c->sample_logits};
+    void *owned[] = {c->params,  c->grads,   c->opt0,     c->opt1,       c->state,
+                     c->hs,      c->ckpts,   c->window,   c->inputs,     c->targets,
+                     c->row_lse, c->logits,  c->dh,       c->dh_next,    c->ones,
+                     c->row_loss, c->block_sums, c->sample_h, c->sample_y, c->sample_logits};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) free(owned[i]);
     free(c);
 }
@@ -98,30 +108,51 @@ static gpurnn_status FN(create)(const gpurnn_config *cfg, void **out)
     c->max_T = cfg->max_seq_len;
     c->reduction = cfg->reduction;
     c->n = gpurnn_layout_param_count((size_t)c->V, (size_t)c->H);
-    c->chunk_steps = gpurnn_cpu_chunk_steps(c->V, c->H, c->B, c->max_T);
+    c->chunk_steps = gpurnn_chunk_steps(c->V, c->H, c->B, c->max_T);
+    c->ckpt_every = cfg->bptt_checkpoint_every;
+    c->window_lo = 1;
+    c->window_hi = 0;
     size_t V = (size_t)c->V, H = (size_t)c->H, B = (size_t)c->B, T = (size_t)c->max_T;
     size_t rows = (size_t)c->chunk_steps * B;
+    const int keep_all = c->ckpt_every == GPURNN_BPTT_KEEP_ALL;
+    size_t history = keep_all ? T + 1 : 0, ckpts = 0, window = 0;
+    if (!keep_all) {
+        ckpts = gpurnn_checkpoint_count(c->ckpt_every, c->max_T);
+        window = gpurnn_window_pad_max(B * H * sizeof(REAL), GPURNN_CPU_ALIGN) +
+                 gpurnn_window_states(c->ckpt_every, c->chunk_steps, c->max_T);
+    }
+    const gpurnn_memory_kind P = GPURNN_MEMORY_PARAMETERS, G = GPURNN_MEMORY_GRADIENTS,
+                             O = GPURNN_MEMORY_OPTIMIZER, A = GPURNN_MEMORY_ACTIVATIONS,
+                             W = GPURNN_MEMORY_WORKSPACE;
     gpurnn_cpu_allocation table[] = {
-        {(void **)&c->params, c->n, sizeof(REAL), "parameters"},
-        {(void **)&c->grads, c->n, sizeof(REAL), "gradients"},
-        {(void **)&c->opt0, c->n, sizeof(REAL), "optimizer state"},
-        {(void **)&c->opt1, c->n, sizeof(REAL), "optimizer state"},
-        {(void **)&c->state, B * H, sizeof(REAL), "carried state"},
-        {(void **)&c->hs, (T + 1) * B * H, sizeof(REAL), "hidden states"},
-        {(void **)&c->inputs, T * B, sizeof(int32_t), "inputs"},
-        {(void **)&c->targets, T * B, sizeof(int32_t), "targets"},
-        {(void **)&c->row_lse, T * B, sizeof(double), "output log-sum-exps"},
-        {(void **)&c->logits, rows * V, sizeof(REAL), "output chunk"},
-        {(void **)&c->dh, rows * H, sizeof(REAL), "hidden gradient chunk"},
-        {(void **)&c->dh_next, B * H, sizeof(REAL), "recurrent gradient"},
-        {(void **)&c->ones, rows, sizeof(REAL), "ones"},
-        {(void **)&c->row_loss, rows, sizeof(double), "row losses"},
-        {(void **)&c->block_sums, gpurnn_cpu_block_count(c->n), sizeof(double), "partial sums"},
-        {(void **)&c->sample_h, 2 * H, sizeof(REAL), "sampling state"},
-        {(void **)&c->sample_y, V, sizeof(double), "sampling weights"},
-        {(void **)&c->sample_logits, V, sizeof(REAL), "sampling logits"},
+        {(void **)&c->params, c->n, sizeof(REAL), "parameters", P},
+        {(void **)&c->grads, c->n, sizeof(REAL), "gradients", G},
+        {(void **)&c->opt0, c->n, sizeof(REAL), "optimizer state", O},
+        {(void **)&c->opt1, c->n, sizeof(REAL), "optimizer state", O},
+        {(void **)&c->state, B * H, sizeof(REAL), "carried state", W},
+        {(void **)&c->hs, history * B * H, sizeof(REAL), "hidden states", A},
+        {(void **)&c->ckpts, ckpts * B * H, sizeof(REAL), "BPTT checkpoints", A},
+        {(void **)&c->window, window * B * H, sizeof(REAL), "BPTT recomputation window", A},
+        {(void **)&c->inputs, T * B, sizeof(int32_t), "inputs", A},
+        {(void **)&c->targets, T * B, sizeof(int32_t), "targets", A},
+        {(void **)&c->row_lse, T * B, sizeof(double), "output log-sum-exps", A},
+        {(void **)&c->logits, rows * V, sizeof(REAL), "output chunk", A},
+        {(void **)&c->dh, rows * H, sizeof(REAL), "hidden gradient chunk", A},
+        {(void **)&c->dh_next, B * H, sizeof(REAL), "recurrent gradient", A},
+        {(void **)&c->ones, rows, sizeof(REAL), "ones", A},
+        {(void **)&c->row_loss, rows, sizeof(double), "row losses", A},
+        {(void **)&c->block_sums, gpurnn_cpu_block_count(c->n), sizeof(double), "partial sums", W},
+        {(void **)&c->sample_h, 2 * H, sizeof(REAL), "sampling state", W},
+        {(void **)&c->sample_y, V, sizeof(double), "sampling weights", W},
+        {(void **)&c->sample_logits, V, sizeof(REAL), "sampling logits", W},
     };
-    gpurnn_status s = gpurnn_cpu_allocate_all(table, sizeof table / sizeof table[0]);
+    /* Unused slots (hs with checkpoints, ckpts and window without) stay NULL. */
+    gpurnn_cpu_allocation used[sizeof table / sizeof table[0]];
+    size_t n_used = 0;
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (table[i].count) used[n_used++] = table[i];
+    c->bytes[W] += sizeof *c;
+    gpurnn_status s = gpurnn_cpu_allocate_all(used, n_used, c->bytes);
     if (s != GPURNN_OK) {
         FN(destroy)(c);
         return s;
@@ -219,56 +250,102 @@ static void FN(output_product)(const cpu_ctx *c, const REAL *h, int rows)
                WHY(c->params, c), c->H, 0, c->logits, c->V);
 }
 
-/* h_t for t = 0..T-1 of sequences [b0, b1): one product and one fused pointwise pass a step. */
-static void FN(forward_recurrence)(const cpu_ctx *c, int T, int b0, int b1)
+/* States 1..steps after states[0] (B, H each) for sequences [b0, b1), with inputs x
+ * (steps, B): one product and one fused pointwise pass a step. */
+static void FN(forward_recurrence)(const cpu_ctx *c, REAL *states, const int32_t *x, int steps,
+                                   int b0, int b1)
 {
     const int V = c->V, H = c->H, B = c->B;
     const size_t step = (size_t)B * H;
     const REAL *Wxh = WXH(c->params, c), *bh = BH(c->params, c);
-    for (int t = 0; t < T; t++) {
-        const REAL *prev = c->hs + (size_t)t * step + (size_t)b0 * H;
-        REAL *cur = c->hs + (size_t)(t + 1) * step + (size_t)b0 * H;
-        const int32_t *x = c->inputs + (size_t)t * B;
+    for (int t = 0; t < steps; t++) {
+        const REAL *prev = states + (size_t)t * step + (size_t)b0 * H;
+        REAL *cur = states + (size_t)(t + 1) * step + (size_t)b0 * H;
+        const int32_t *xt = x + (size_t)t * B;
         FN(recurrent_product)(c, prev, cur, b1 - b0);
         for (int b = b0; b < b1; b++) {
             REAL *z = cur + (size_t)(b - b0) * H;
-            const REAL *wx = Wxh + x[b]; /* column x_b of Wxh, stride V */
+            const REAL *wx = Wxh + xt[b]; /* column x_b of Wxh, stride V */
             for (int i = 0; i < H; i++) z[i] = TANH(z[i] + wx[(size_t)i * V] + bh[i]);
         }
     }
+}
+
+/* forward_recurrence over the whole batch, each thread on its slice. The forward pass and
+ * backward's recomputation both come here, so a recomputed state is the same bits. */
+static void FN(run_recurrence)(const cpu_ctx *c, REAL *states, const int32_t *x, int steps)
+{
+    const int slices = FN(recurrence_slices)(c);
+    const int saved_threads = FN(enter_serial_blas)();
+    if (slices == 1) {
+        FN(forward_recurrence)(c, states, x, steps, 0, c->B);
+    } else {
+#pragma omp parallel num_threads(slices)
+        {
+            int b0, b1;
+            FN(batch_slice)(c, &b0, &b1);
+            FN(forward_recurrence)(c, states, x, steps, b0, b1);
+        }
+    }
+    omp_set_num_threads(saved_threads);
+}
+
+/* Where state `first` goes when a chunk's states are laid out from it. */
+static REAL *FN(states_from)(cpu_ctx *c, int first)
+{
+    const size_t step = (size_t)c->B * c->H;
+    if (c->ckpt_every == GPURNN_BPTT_KEEP_ALL) return c->hs + (size_t)first * step;
+    return c->window + gpurnn_window_pad((size_t)first, step * sizeof(REAL), GPURNN_CPU_ALIGN) * step;
+}
+
+/* States [t0, t1] of the last forward, contiguous; with checkpoints, recomputed into the
+ * window from the checkpoint at or before t0 unless the window holds them already. */
+static const REAL *FN(states_for_backward)(cpu_ctx *c, int t0, int t1)
+{
+    if (c->ckpt_every == GPURNN_BPTT_KEEP_ALL) return FN(states_from)(c, t0);
+    const size_t step = (size_t)c->B * c->H;
+    if (!(c->window_lo <= t0 && t1 <= c->window_hi)) {
+        const int k = c->ckpt_every, from = t0 / k * k;
+        REAL *states = FN(states_from)(c, from);
+        memcpy(states, c->ckpts + (size_t)(from / k) * step, step * sizeof(REAL));
+        FN(run_recurrence)(c, states, c->inputs + (size_t)from * c->B, t1 - from);
+        c->window_first = states;
+        c->window_lo = from;
+        c->window_hi = t1;
+    }
+    return c->window_first + (size_t)(t0 - c->window_lo) * step;
 }
 
 static gpurnn_status FN(forward)(void *ctx, const int32_t *inputs, const int32_t *targets, int T,
                                  double *loss)
 {
     cpu_ctx *c = ctx;
-    const int V = c->V, H = c->H, B = c->B;
-    const size_t step = (size_t)B * H;
+    const int V = c->V, B = c->B, k = c->ckpt_every;
+    const size_t step = (size_t)B * c->H;
     const REAL *by = BY(c->params, c);
     memcpy(c->inputs, inputs, (size_t)T * B * sizeof(int32_t));
     memcpy(c->targets, targets, (size_t)T * B * sizeof(int32_t));
-    memcpy(c->hs, c->state, step * sizeof(REAL));
     c->T = T;
+    c->window_lo = 1; /* nothing valid until this pass ends */
+    c->window_hi = 0;
 
-    const int slices = FN(recurrence_slices)(c);
-    const int saved_threads = FN(enter_serial_blas)();
-    if (slices == 1) {
-        FN(forward_recurrence)(c, T, 0, B);
-    } else {
-#pragma omp parallel num_threads(slices)
-        {
-            int b0, b1;
-            FN(batch_slice)(c, &b0, &b1);
-            FN(forward_recurrence)(c, T, b0, b1);
-        }
-    }
-    omp_set_num_threads(saved_threads);
-
+    /* Chunk by chunk: the recurrence through the chunk, then its output layer. */
     double total = 0;
+    const REAL *last = c->state; /* state t0 */
+    REAL *states = NULL;
     for (int t0 = 0; t0 < T; t0 += c->chunk_steps) {
         int steps = T - t0 < c->chunk_steps ? T - t0 : c->chunk_steps;
         int rows = steps * B;
-        FN(output_product)(c, c->hs + (size_t)(t0 + 1) * step, rows);
+        states = FN(states_from)(c, t0);
+        if (states != last) memmove(states, last, step * sizeof(REAL));
+        FN(run_recurrence)(c, states, c->inputs + (size_t)t0 * B, steps);
+        last = states + (size_t)steps * step;
+        if (k != GPURNN_BPTT_KEEP_ALL)
+            for (int j = (t0 + k - 1) / k * k; j <= t0 + steps; j += k)
+                memcpy(c->ckpts + (size_t)(j / k) * step, states + (size_t)(j - t0) * step,
+                       step * sizeof(REAL));
+
+        FN(output_product)(c, states + step, rows);
         const int32_t *tgt = c->targets + (size_t)t0 * B;
         double *lse_out = c->row_lse + (size_t)t0 * B;
 #pragma omp parallel for schedule(static) if ((size_t)rows * V >= GPURNN_CPU_PARALLEL_MIN)
@@ -286,6 +363,12 @@ static gpurnn_status FN(forward)(void *ctx, const int32_t *inputs, const int32_t
             c->row_loss[r] = lse - (double)y[tgt[r]];
         }
         for (int r = 0; r < rows; r++) total += c->row_loss[r];
+        if (t0 + steps == T && k != GPURNN_BPTT_KEEP_ALL) {
+            /* backward starts with this chunk: its states need no recomputation */
+            c->window_first = states;
+            c->window_lo = t0;
+            c->window_hi = T;
+        }
     }
     if (c->reduction == GPURNN_LOSS_MEAN) total /= (double)T * (double)B;
     if (!isfinite(total))
@@ -293,7 +376,7 @@ static gpurnn_status FN(forward)(void *ctx, const int32_t *inputs, const int32_t
                            "the loss is %g (the parameters or carried state are too large); the "
                            "carried state was not changed",
                            total);
-    memcpy(c->state, c->hs + (size_t)T * step, step * sizeof(REAL));
+    memcpy(c->state, last, step * sizeof(REAL));
     *loss = total;
     return GPURNN_OK;
 }
@@ -317,19 +400,22 @@ static void FN(scatter_input_gradient)(const cpu_ctx *c, const REAL *dz, const i
     }
 }
 
-/* dz_t = (1 - h_t^2) ⊙ (dh_out_t + dh_next) for t = t0+steps-1 .. t0 and sequences
- * [b0, b1), in place over dh_out, carrying dh_next = Whh^T dz_t to the step before. */
-static void FN(backward_recurrence)(const cpu_ctx *c, int t0, int steps, int b0, int b1)
+/* dz_t = (1 - h_t^2) ⊙ (dh_out_t + dh_next) for the chunk's steps s = steps-1 .. 0
+ * (h: the chunk's (steps, B, H) states h_t0..) and sequences [b0, b1), in place over
+ * dh_out, carrying dh_next = Whh^T dz_t to the step before; none leaves step 0 of the
+ * sequence (first_step). */
+static void FN(backward_recurrence)(const cpu_ctx *c, const REAL *h, int steps, int first_step,
+                                    int b0, int b1)
 {
     const int H = c->H;
     const size_t step = (size_t)c->B * H;
     const size_t first = (size_t)b0 * H, count = (size_t)(b1 - b0) * H;
     REAL *dh_next = c->dh_next + first;
-    for (int t = t0 + steps - 1; t >= t0; t--) {
-        REAL *dz = c->dh + (size_t)(t - t0) * step + first;
-        const REAL *ht = c->hs + (size_t)(t + 1) * step + first;
-        for (size_t k = 0; k < count; k++) dz[k] = FN_TANH_BACKWARD(ht[k], dz[k] + dh_next[k]);
-        if (t > 0) FN(recurrent_product_backward)(c, dz, dh_next, b1 - b0);
+    for (int s = steps - 1; s >= 0; s--) {
+        REAL *dz = c->dh + (size_t)s * step + first;
+        const REAL *ht = h + (size_t)s * step + first;
+        for (size_t i = 0; i < count; i++) dz[i] = FN_TANH_BACKWARD(ht[i], dz[i] + dh_next[i]);
+        if (!(first_step && s == 0)) FN(recurrent_product_backward)(c, dz, dh_next, b1 - b0);
     }
 }
 
@@ -351,8 +437,8 @@ static gpurnn_status FN(backward)(void *ctx)
     for (int t0 = last_t0; t0 >= 0; t0 -= c->chunk_steps) {
         int steps = T - t0 < c->chunk_steps ? T - t0 : c->chunk_steps;
         int rows = steps * B;
-        const REAL *h = c->hs + (size_t)(t0 + 1) * step;     /* (rows, H): h_t0 .. */
-        const REAL *h_prev = c->hs + (size_t)t0 * step;      /* (rows, H): h_{t0-1} .. */
+        const REAL *h_prev = FN(states_for_backward)(c, t0, t0 + steps); /* (rows, H): h_{t0-1} .. */
+        const REAL *h = h_prev + step;                                    /* (rows, H): h_t0 .. */
         const int32_t *tgt = c->targets + (size_t)t0 * B;
         const double *lse = c->row_lse + (size_t)t0 * B;
 
@@ -376,13 +462,13 @@ static gpurnn_status FN(backward)(void *ctx)
          * each thread on its slice of the batch as in the forward pass. */
         const int saved_threads = FN(enter_serial_blas)();
         if (slices == 1) {
-            FN(backward_recurrence)(c, t0, steps, 0, B);
+            FN(backward_recurrence)(c, h, steps, t0 == 0, 0, B);
         } else {
 #pragma omp parallel num_threads(slices)
             {
                 int b0, b1;
                 FN(batch_slice)(c, &b0, &b1);
-                FN(backward_recurrence)(c, t0, steps, b0, b1);
+                FN(backward_recurrence)(c, h, steps, t0 == 0, b0, b1);
             }
         }
         omp_set_num_threads(saved_threads);
@@ -394,6 +480,12 @@ static gpurnn_status FN(backward)(void *ctx)
         FN(scatter_input_gradient)(c, c->dh, c->inputs + (size_t)t0 * B, rows, dWxh);
     }
     return GPURNN_OK;
+}
+
+static void FN(memory)(void *ctx, gpurnn_memory_report *report)
+{
+    const cpu_ctx *c = ctx;
+    for (int kind = 0; kind < GPURNN_MEMORY_KINDS; kind++) report->host[kind] += c->bytes[kind];
 }
 
 static gpurnn_status FN(grad_sumsq)(void *ctx, double *sumsq)
@@ -561,4 +653,5 @@ const gpurnn_backend_ops CPU_OPS_NAME(SFX) = {
     .grad_clamp = FN(grad_clamp),
     .step = FN(step),
     .sample = FN(sample),
+    .memory = FN(memory),
 };

@@ -1,14 +1,18 @@
 /* The CUDA backend: BPTT with cuBLAS GEMMs and the fused kernels of kernels.cuh.
  *
  * Schedule (haste's, adapted to a one-hot input and a softmax output):
- *   forward   per step: one GEMM z = h_{t-1} · Whh^T, one kernel h = tanh(z + Wxh[:, x] + bh);
- *             then per chunk of time: one GEMM for the logits, one kernel for softmax/loss.
+ *   forward   per chunk of time: per step one GEMM z = h_{t-1} · Whh^T and one kernel
+ *             h = tanh(z + Wxh[:, x] + bh); then one GEMM for the chunk's logits and one
+ *             kernel for softmax/loss.
  *   backward  per chunk of time, last chunk first: one GEMM for the logits again, one kernel
  *             for dY, GEMMs for dWhy, dby (GEMV with ones) and dh_out; then per step one
  *             fused tanh-derivative kernel and one GEMM dh_next = dz · Whh; then GEMMs for
  *             dWhh and dbh and a deterministic scatter-add for dWxh.
- * The time loops only enqueue work on the model's stream: no allocation, no copy and no
- * synchronisation inside them. Forward synchronises once at its end to return the loss.
+ * With checkpointed BPTT (src/bptt_plan.h) forward keeps every k-th hidden state and
+ * backward recomputes a window of states from the checkpoint before a chunk, with the same
+ * GEMMs and kernels on operands of the same alignment, so the results are the same bits.
+ * The time loops only enqueue work on the model's stream: no allocation, no host copy and
+ * no synchronisation inside them. Forward synchronises once at its end to return the loss.
  *
  * Every device buffer is allocated at creation. Row-major (rows, cols) shapes throughout;
  * cuBLAS is column-major, so gemm_rm/gemv_rm below swap operands the usual way. */
@@ -24,12 +28,11 @@
 #include <vector>
 
 #include "../backend.h"
+#include "../bptt_plan.h"
 #include "../model.h"
 #include "../rng.h"
 #include "cuda_check.h"
 #include "kernels.cuh"
-
-extern "C" int gpurnn_cpu_chunk_steps(int V, int H, int B, int max_T);
 
 namespace gpurnn {
 namespace {
@@ -43,6 +46,9 @@ constexpr int kSampleBatch = 4096;
  * guarantees it otherwise only for a single active stream). 32 MiB is what NVIDIA
  * recommends for Hopper. */
 constexpr size_t kCublasWorkspaceBytes = (size_t)32 << 20;
+/* cudaMalloc returns 256-byte aligned memory; window states are placed with the alignment
+ * they would have in a full history (cuBLAS picks kernels by operand alignment). */
+constexpr size_t kDeviceAlign = 256;
 
 cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                     const float *alpha, const float *A, int lda, const float *B, int ldb,
@@ -118,7 +124,12 @@ struct Model {
     /* device */
     T *params = nullptr, *grads = nullptr, *opt0 = nullptr, *opt1 = nullptr; /* (n) each */
     T *state = nullptr;        /* (B, H) */
-    T *hs = nullptr;           /* (max_T + 1, B, H) */
+    int ckpt_every = GPURNN_BPTT_KEEP_ALL; /* k */
+    T *hs = nullptr;           /* (max_T + 1, B, H): state j = h_{j-1}; NULL with checkpoints */
+    T *ckpts = nullptr;        /* (max_T / k + 1, B, H): state i*k at [i] */
+    T *window = nullptr;       /* (pad_max + window_states, B, H) */
+    T *window_first = nullptr; /* where state window_lo sits */
+    int window_lo = 1, window_hi = 0; /* states [lo, hi] of the last forward; lo > hi: none */
     int32_t *tokens = nullptr; /* kTokenArrays blocks of (max_T * B), see TokenArray */
     double *row_lse = nullptr; /* (max_T, B) */
     T *logits = nullptr;       /* (chunk rows, V) */
@@ -143,6 +154,9 @@ struct Model {
     unsigned long long *host_bad = nullptr;
     int *host_sample_bad = nullptr;
     int32_t *host_sample_tokens = nullptr; /* (kSampleBatch) */
+
+    size_t host_bytes[GPURNN_MEMORY_KINDS] = {};
+    size_t device_bytes[GPURNN_MEMORY_KINDS] = {};
 
     /* host scatter plan of the last forward, per chunk: [first segment, end segment) */
     std::vector<int32_t> chunk_segments;
@@ -188,7 +202,7 @@ void destroy_model(Model<T> *m)
     if (m->stream) cudaStreamSynchronize(m->stream);
     if (m->blas) cublasDestroy(m->blas); /* before its workspace is freed */
     m->blas = nullptr;
-    void *device_owned[] = {m->params, m->grads, m->opt0, m->opt1, m->state, m->hs, m->tokens,
+    void *device_owned[] = {m->params, m->grads, m->opt0, m->opt1, m->state, m->hs, m->ckpts, m->window, m->tokens,
                             m->row_lse, m->logits, m->dh, m->dh_next, m->ones, m->row_loss,
                             m->scalars, m->partials, m->first_bad, m->sample_h, m->sample_logits,
                             m->sample_weights, m->sample_tokens, m->sample_bad, m->blas_workspace};
@@ -204,8 +218,8 @@ void destroy_model(Model<T> *m)
     delete m;
 }
 
-template <typename P>
-gpurnn_status device_alloc(P **slot, size_t count, const char *what)
+template <typename T, typename P>
+gpurnn_status device_alloc(Model<T> *m, P **slot, size_t count, gpurnn_memory_kind kind, const char *what)
 {
     size_t bytes = (count ? count : 1) * sizeof(P);
     cudaError_t err = cudaMalloc((void **)slot, bytes);
@@ -216,11 +230,12 @@ gpurnn_status device_alloc(P **slot, size_t count, const char *what)
                            "cudaMalloc of %zu bytes for the %s failed: %s", bytes, what,
                            cudaGetErrorString(err));
     }
+    m->device_bytes[kind] += bytes;
     return GPURNN_OK;
 }
 
-template <typename P>
-gpurnn_status host_alloc(P **slot, size_t count, const char *what)
+template <typename T, typename P>
+gpurnn_status host_alloc(Model<T> *m, P **slot, size_t count, gpurnn_memory_kind kind, const char *what)
 {
     size_t bytes = (count ? count : 1) * sizeof(P);
     cudaError_t err = cudaMallocHost((void **)slot, bytes);
@@ -231,6 +246,7 @@ gpurnn_status host_alloc(P **slot, size_t count, const char *what)
                            "cudaMallocHost of %zu bytes for the %s failed: %s", bytes, what,
                            cudaGetErrorString(err));
     }
+    m->host_bytes[kind] += bytes;
     return GPURNN_OK;
 }
 
@@ -239,35 +255,46 @@ gpurnn_status allocate(Model<T> *m)
 {
     size_t V = m->V, H = m->H, B = m->B, Tm = m->max_T, rows = (size_t)m->chunk_steps * B;
     size_t token_values = (size_t)kTokenArrays * Tm * B;
-    GPURNN_TRY(device_alloc(&m->params, m->n, "parameters"));
-    GPURNN_TRY(device_alloc(&m->grads, m->n, "gradients"));
-    GPURNN_TRY(device_alloc(&m->opt0, m->n, "optimizer state"));
-    GPURNN_TRY(device_alloc(&m->opt1, m->n, "optimizer state"));
-    GPURNN_TRY(device_alloc(&m->state, B * H, "carried state"));
-    GPURNN_TRY(device_alloc(&m->hs, (Tm + 1) * B * H, "hidden states"));
-    GPURNN_TRY(device_alloc(&m->tokens, token_values, "tokens"));
-    GPURNN_TRY(device_alloc(&m->row_lse, Tm * B, "output log-sum-exps"));
-    GPURNN_TRY(device_alloc(&m->logits, rows * V, "output chunk"));
-    GPURNN_TRY(device_alloc(&m->dh, rows * H, "hidden gradient chunk"));
-    GPURNN_TRY(device_alloc(&m->dh_next, B * H, "recurrent gradient"));
-    GPURNN_TRY(device_alloc(&m->ones, rows, "ones"));
-    GPURNN_TRY(device_alloc(&m->row_loss, rows, "row losses"));
-    GPURNN_TRY(device_alloc(&m->scalars, 4, "scalars"));
-    GPURNN_TRY(device_alloc(&m->partials, kReduceBlocks, "partial sums"));
-    GPURNN_TRY(device_alloc(&m->first_bad, 1, "update check"));
-    GPURNN_TRY(device_alloc(&m->sample_h, 2 * H, "sampling state"));
-    GPURNN_TRY(device_alloc(&m->sample_logits, V, "sampling logits"));
-    GPURNN_TRY(device_alloc(&m->sample_weights, V, "sampling weights"));
-    GPURNN_TRY(device_alloc(&m->sample_tokens, (size_t)kSampleBatch + 1, "sampled tokens"));
-    GPURNN_TRY(device_alloc(&m->sample_bad, 1, "sampling check"));
-    GPURNN_TRY(device_alloc(&m->blas_workspace, kCublasWorkspaceBytes, "cuBLAS workspace"));
+    constexpr gpurnn_memory_kind P = GPURNN_MEMORY_PARAMETERS, G = GPURNN_MEMORY_GRADIENTS,
+                                 O = GPURNN_MEMORY_OPTIMIZER, A = GPURNN_MEMORY_ACTIVATIONS,
+                                 W = GPURNN_MEMORY_WORKSPACE;
+    GPURNN_TRY(device_alloc(m, &m->params, m->n, P, "parameters"));
+    GPURNN_TRY(device_alloc(m, &m->grads, m->n, G, "gradients"));
+    GPURNN_TRY(device_alloc(m, &m->opt0, m->n, O, "optimizer state"));
+    GPURNN_TRY(device_alloc(m, &m->opt1, m->n, O, "optimizer state"));
+    GPURNN_TRY(device_alloc(m, &m->state, B * H, W, "carried state"));
+    if (m->ckpt_every == GPURNN_BPTT_KEEP_ALL) {
+        GPURNN_TRY(device_alloc(m, &m->hs, (Tm + 1) * B * H, A, "hidden states"));
+    } else {
+        size_t window = gpurnn_window_pad_max(B * H * sizeof(T), kDeviceAlign) +
+                        gpurnn_window_states(m->ckpt_every, m->chunk_steps, m->max_T);
+        GPURNN_TRY(device_alloc(m, &m->ckpts, gpurnn_checkpoint_count(m->ckpt_every, m->max_T) * B * H, A,
+                                "BPTT checkpoints"));
+        GPURNN_TRY(device_alloc(m, &m->window, window * B * H, A, "BPTT recomputation window"));
+    }
+    GPURNN_TRY(device_alloc(m, &m->tokens, token_values, A, "tokens"));
+    GPURNN_TRY(device_alloc(m, &m->row_lse, Tm * B, A, "output log-sum-exps"));
+    GPURNN_TRY(device_alloc(m, &m->logits, rows * V, A, "output chunk"));
+    GPURNN_TRY(device_alloc(m, &m->dh, rows * H, A, "hidden gradient chunk"));
+    GPURNN_TRY(device_alloc(m, &m->dh_next, B * H, A, "recurrent gradient"));
+    GPURNN_TRY(device_alloc(m, &m->ones, rows, A, "ones"));
+    GPURNN_TRY(device_alloc(m, &m->row_loss, rows, A, "row losses"));
+    GPURNN_TRY(device_alloc(m, &m->scalars, 4, W, "scalars"));
+    GPURNN_TRY(device_alloc(m, &m->partials, kReduceBlocks, W, "partial sums"));
+    GPURNN_TRY(device_alloc(m, &m->first_bad, 1, W, "update check"));
+    GPURNN_TRY(device_alloc(m, &m->sample_h, 2 * H, W, "sampling state"));
+    GPURNN_TRY(device_alloc(m, &m->sample_logits, V, W, "sampling logits"));
+    GPURNN_TRY(device_alloc(m, &m->sample_weights, V, W, "sampling weights"));
+    GPURNN_TRY(device_alloc(m, &m->sample_tokens, (size_t)kSampleBatch + 1, W, "sampled tokens"));
+    GPURNN_TRY(device_alloc(m, &m->sample_bad, 1, W, "sampling check"));
+    GPURNN_TRY(device_alloc(m, &m->blas_workspace, kCublasWorkspaceBytes, W, "cuBLAS workspace"));
     CUBLAS_TRY(cublasSetWorkspace(m->blas, m->blas_workspace, kCublasWorkspaceBytes));
-    GPURNN_TRY(host_alloc(&m->host_tokens, token_values, "token staging"));
-    GPURNN_TRY(host_alloc(&m->host_scalars, 4, "scalar staging"));
-    GPURNN_TRY(host_alloc(&m->host_stage, kStageValues, "value staging"));
-    GPURNN_TRY(host_alloc(&m->host_bad, 1, "update check staging"));
-    GPURNN_TRY(host_alloc(&m->host_sample_bad, 1, "sampling check staging"));
-    GPURNN_TRY(host_alloc(&m->host_sample_tokens, (size_t)kSampleBatch, "sampled token staging"));
+    GPURNN_TRY(host_alloc(m, &m->host_tokens, token_values, A, "token staging"));
+    GPURNN_TRY(host_alloc(m, &m->host_scalars, 4, W, "scalar staging"));
+    GPURNN_TRY(host_alloc(m, &m->host_stage, kStageValues, W, "value staging"));
+    GPURNN_TRY(host_alloc(m, &m->host_bad, 1, W, "update check staging"));
+    GPURNN_TRY(host_alloc(m, &m->host_sample_bad, 1, W, "sampling check staging"));
+    GPURNN_TRY(host_alloc(m, &m->host_sample_tokens, (size_t)kSampleBatch, W, "sampled token staging"));
 
     /* Zero everything the API exposes; fill the ones vector. */
     for (gpurnn_buffer b : {GPURNN_BUF_PARAMS, GPURNN_BUF_GRADS, GPURNN_BUF_OPT0, GPURNN_BUF_OPT1, GPURNN_BUF_STATE}) {
@@ -301,7 +328,8 @@ gpurnn_status create(const gpurnn_config *cfg, void **out)
     m->max_T = cfg->max_seq_len;
     m->reduction = cfg->reduction;
     m->n = gpurnn_layout_param_count((size_t)m->V, (size_t)m->H);
-    m->chunk_steps = gpurnn_cpu_chunk_steps(m->V, m->H, m->B, m->max_T);
+    m->chunk_steps = gpurnn_chunk_steps(m->V, m->H, m->B, m->max_T);
+    m->ckpt_every = cfg->bptt_checkpoint_every;
     gpurnn_status s = GPURNN_OK;
     const char *call = "cudaGetDevice";
     cudaError_t err = cudaGetDevice(&m->device);
@@ -443,27 +471,18 @@ gpurnn_status output_logits(Model<T> *m, const T *h, int rows)
                       T(0), m->logits, m->V);
 }
 
+/* States 1..steps after states[0] (B, H each), inputs x (steps, B) on the device: one
+ * GEMM (GEMV for B = 1) and one fused kernel a step. Forward and backward's recomputation
+ * both come here, so a recomputed state is the same bits. */
 template <typename T>
-gpurnn_status forward(void *ctx, const int32_t *inputs, const int32_t *targets, int T_steps, double *loss)
+gpurnn_status run_recurrence(Model<T> *m, T *states, const int32_t *x, int steps)
 {
-    Model<T> *m = static_cast<Model<T> *>(ctx);
-    DeviceGuard device_guard(m->device);
-    CUDA_TRY(device_guard.err);
     const int V = m->V, H = m->H, B = m->B;
     const size_t step = (size_t)B * H;
-    m->steps = T_steps; /* before plan_tokens: it sets where each token array starts */
-    plan_tokens(m, inputs, targets, T_steps);
-    CUDA_TRY(cudaMemcpyAsync(m->tokens, m->host_tokens, (size_t)kTokenArrays * T_steps * B * sizeof(int32_t),
-                             cudaMemcpyHostToDevice, m->stream));
-    CUDA_TRY(cudaMemcpyAsync(m->hs, m->state, step * sizeof(T), cudaMemcpyDeviceToDevice, m->stream));
-    CUDA_TRY(cudaMemsetAsync(m->scalars, 0, sizeof(double), m->stream));
-
-    const int32_t *x = token_array(m, m->tokens, kInputs);
-    const int32_t *tgt = token_array(m, m->tokens, kTargets);
     T *Whh = whh(m, m->params);
-    for (int t = 0; t < T_steps; t++) {
-        const T *prev = m->hs + (size_t)t * step;
-        T *cur = m->hs + (size_t)(t + 1) * step;
+    for (int t = 0; t < steps; t++) {
+        const T *prev = states + (size_t)t * step;
+        T *cur = states + (size_t)(t + 1) * step;
         if (B == 1)
             GPURNN_TRY(gemv_rm<T>(m->blas, false, H, H, T(1), Whh, H, prev, T(0), cur));
         else
@@ -472,14 +491,87 @@ gpurnn_status forward(void *ctx, const int32_t *inputs, const int32_t *targets, 
             cur, wxh(m, m->params), bh(m, m->params), x + (size_t)t * B, B, H, V);
         CUDA_TRY_LAUNCH("forward_pointwise");
     }
+    return GPURNN_OK;
+}
+
+/* Where state `first` goes when a chunk's states are laid out from it. */
+template <typename T>
+T *states_from(Model<T> *m, int first)
+{
+    const size_t step = (size_t)m->B * m->H;
+    if (m->ckpt_every == GPURNN_BPTT_KEEP_ALL) return m->hs + (size_t)first * step;
+    return m->window + gpurnn_window_pad((size_t)first, step * sizeof(T), kDeviceAlign) * step;
+}
+
+/* States [t0, t1] of the last forward, contiguous; with checkpoints, recomputed into the
+ * window from the checkpoint at or before t0 unless the window holds them already. */
+template <typename T>
+gpurnn_status states_for_backward(Model<T> *m, int t0, int t1, const T **out)
+{
+    const size_t step = (size_t)m->B * m->H;
+    if (m->ckpt_every != GPURNN_BPTT_KEEP_ALL && !(m->window_lo <= t0 && t1 <= m->window_hi)) {
+        const int k = m->ckpt_every, from = t0 / k * k;
+        T *states = states_from(m, from);
+        m->window_lo = 1; /* invalid until the recomputation is enqueued */
+        m->window_hi = 0;
+        CUDA_TRY(cudaMemcpyAsync(states, m->ckpts + (size_t)(from / k) * step, step * sizeof(T),
+                                 cudaMemcpyDeviceToDevice, m->stream));
+        GPURNN_TRY(run_recurrence(m, states, token_array(m, m->tokens, kInputs) + (size_t)from * m->B, t1 - from));
+        m->window_first = states;
+        m->window_lo = from;
+        m->window_hi = t1;
+    }
+    *out = m->ckpt_every == GPURNN_BPTT_KEEP_ALL ? states_from(m, t0)
+                                                 : m->window_first + (size_t)(t0 - m->window_lo) * step;
+    return GPURNN_OK;
+}
+
+template <typename T>
+gpurnn_status forward(void *ctx, const int32_t *inputs, const int32_t *targets, int T_steps, double *loss)
+{
+    Model<T> *m = static_cast<Model<T> *>(ctx);
+    DeviceGuard device_guard(m->device);
+    CUDA_TRY(device_guard.err);
+    const int V = m->V, B = m->B, k = m->ckpt_every;
+    const size_t step = (size_t)B * m->H;
+    m->steps = T_steps; /* before plan_tokens: it sets where each token array starts */
+    m->window_lo = 1;   /* nothing valid until this pass ends */
+    m->window_hi = 0;
+    plan_tokens(m, inputs, targets, T_steps);
+    CUDA_TRY(cudaMemcpyAsync(m->tokens, m->host_tokens, (size_t)kTokenArrays * T_steps * B * sizeof(int32_t),
+                             cudaMemcpyHostToDevice, m->stream));
+    CUDA_TRY(cudaMemsetAsync(m->scalars, 0, sizeof(double), m->stream));
+
+    const int32_t *x = token_array(m, m->tokens, kInputs);
+    const int32_t *tgt = token_array(m, m->tokens, kTargets);
+    /* Chunk by chunk: the recurrence through the chunk, then its output layer. */
+    const T *last = m->state; /* state t0 */
     for (int t0 = 0; t0 < T_steps; t0 += m->chunk_steps) {
-        int rows = std::min(m->chunk_steps, T_steps - t0) * B;
-        GPURNN_TRY(output_logits(m, m->hs + (size_t)(t0 + 1) * step, rows));
+        int steps = std::min(m->chunk_steps, T_steps - t0);
+        int rows = steps * B;
+        T *states = states_from(m, t0);
+        /* distinct window places of a state never overlap: they are whole states apart */
+        if (states != last)
+            CUDA_TRY(cudaMemcpyAsync(states, last, step * sizeof(T), cudaMemcpyDeviceToDevice, m->stream));
+        GPURNN_TRY(run_recurrence(m, states, x + (size_t)t0 * B, steps));
+        last = states + (size_t)steps * step;
+        if (k != GPURNN_BPTT_KEEP_ALL)
+            for (int j = (t0 + k - 1) / k * k; j <= t0 + steps; j += k)
+                CUDA_TRY(cudaMemcpyAsync(m->ckpts + (size_t)(j / k) * step, states + (size_t)(j - t0) * step,
+                                         step * sizeof(T), cudaMemcpyDeviceToDevice, m->stream));
+
+        GPURNN_TRY(output_logits(m, states + step, rows));
         softmax_loss<T><<<rows, kThreads, 0, m->stream>>>(m->logits, by(m, m->params), tgt + (size_t)t0 * B, V,
                                                           m->row_lse + (size_t)t0 * B, m->row_loss);
         CUDA_TRY_LAUNCH("softmax_loss");
         accumulate_sum<<<1, kThreads, 0, m->stream>>>(m->row_loss, rows, m->scalars);
         CUDA_TRY_LAUNCH("accumulate_sum");
+        if (t0 + steps == T_steps && k != GPURNN_BPTT_KEEP_ALL) {
+            /* backward starts with this chunk: its states need no recomputation */
+            m->window_first = states;
+            m->window_lo = t0;
+            m->window_hi = T_steps;
+        }
     }
     CUDA_TRY(cudaMemcpyAsync(m->host_scalars, m->scalars, sizeof(double), cudaMemcpyDeviceToHost, m->stream));
     CUDA_TRY(cudaStreamSynchronize(m->stream));
@@ -490,8 +582,7 @@ gpurnn_status forward(void *ctx, const int32_t *inputs, const int32_t *targets, 
                            "the loss is %g (the parameters or carried state are too large); the "
                            "carried state was not changed",
                            total);
-    CUDA_TRY(cudaMemcpyAsync(m->state, m->hs + (size_t)T_steps * step, step * sizeof(T),
-                             cudaMemcpyDeviceToDevice, m->stream));
+    CUDA_TRY(cudaMemcpyAsync(m->state, last, step * sizeof(T), cudaMemcpyDeviceToDevice, m->stream));
     *loss = total;
     return GPURNN_OK;
 }
@@ -515,8 +606,9 @@ gpurnn_status backward(void *ctx)
     for (int t0 = chunk * m->chunk_steps; t0 >= 0; t0 -= m->chunk_steps, chunk--) {
         int steps = std::min(m->chunk_steps, T_steps - t0);
         int rows = steps * B;
-        const T *h = m->hs + (size_t)(t0 + 1) * step;
-        const T *h_prev = m->hs + (size_t)t0 * step;
+        const T *h_prev = nullptr; /* (rows, H): h_{t0-1} .. */
+        GPURNN_TRY(states_for_backward(m, t0, t0 + steps, &h_prev));
+        const T *h = h_prev + step; /* (rows, H): h_t0 .. */
 
         GPURNN_TRY(output_logits(m, h, rows));
         output_gradient<T><<<blocks_for((size_t)rows * V), kThreads, 0, m->stream>>>(
@@ -529,7 +621,7 @@ gpurnn_status backward(void *ctx)
         for (int t = t0 + steps - 1; t >= t0; t--) {
             T *dz = m->dh + (size_t)(t - t0) * step;
             tanh_backward_step<T><<<blocks_for(step), kThreads, 0, m->stream>>>(
-                dz, m->hs + (size_t)(t + 1) * step, m->dh_next, step);
+                dz, h + (size_t)(t - t0) * step, m->dh_next, step);
             CUDA_TRY_LAUNCH("tanh_backward_step");
             if (t == 0) continue;
             if (B == 1)
@@ -658,6 +750,17 @@ gpurnn_status sample(void *ctx, int32_t first_token, int n, double temperature, 
 }
 
 template <typename T>
+void memory(void *ctx, gpurnn_memory_report *report)
+{
+    const Model<T> *m = static_cast<const Model<T> *>(ctx);
+    for (int kind = 0; kind < GPURNN_MEMORY_KINDS; kind++) {
+        report->host[kind] += m->host_bytes[kind];
+        report->device[kind] += m->device_bytes[kind];
+    }
+    report->host[GPURNN_MEMORY_WORKSPACE] += sizeof *m;
+}
+
+template <typename T>
 constexpr gpurnn_backend_ops make_ops()
 {
     gpurnn_backend_ops ops{};
@@ -674,6 +777,7 @@ constexpr gpurnn_backend_ops make_ops()
     ops.grad_clamp = grad_clamp<T>;
     ops.step = step<T>;
     ops.sample = sample<T>;
+    ops.memory = memory<T>;
     return ops;
 }
 
