@@ -41,6 +41,8 @@ typedef struct {
     REAL *params;           /* (n) flat layout */
     REAL *grads;            /* (n) */
     REAL *opt0, *opt1;      /* (n) each: optimizer slots */
+    REAL *wxh_t;            /* (V, H): Wxh^T as of the last forward, so that the input
+                               column of a token is contiguous (a row) in the time loops */
     REAL *state;            /* (B, H) carried hidden state */
     int ckpt_every;         /* k, or GPURNN_BPTT_KEEP_ALL */
     REAL *hs;               /* (max_T + 1, B, H): the full history; NULL with checkpoints */
@@ -90,7 +92,7 @@ static void FN(destroy)(void *ctx)
 {
     cpu_ctx *c = ctx;
     if (!c) return;
-    void *owned[] = {c->params,  c->grads,   c->opt0,     c->opt1,       c->state,
+    void *owned[] = {c->params,  c->grads,   c->opt0,     c->opt1,       c->state, c->wxh_t,
                      c->hs,      c->ckpts,   c->window,   c->inputs,     c->targets,
                      c->row_lse, c->logits,  c->dh,       c->dh_next,    c->ones,
                      c->row_loss, c->block_sums, c->sample_h, c->sample_y, c->sample_logits};
@@ -130,6 +132,7 @@ static gpurnn_status FN(create)(const gpurnn_config *cfg, void **out)
         {(void **)&c->opt0, c->n, sizeof(REAL), "optimizer state", O},
         {(void **)&c->opt1, c->n, sizeof(REAL), "optimizer state", O},
         {(void **)&c->state, B * H, sizeof(REAL), "carried state", W},
+        {(void **)&c->wxh_t, V * H, sizeof(REAL), "transposed input weights", W},
         {(void **)&c->hs, history * B * H, sizeof(REAL), "hidden states", A},
         {(void **)&c->ckpts, ckpts * B * H, sizeof(REAL), "BPTT checkpoints", A},
         {(void **)&c->window, window * B * H, sizeof(REAL), "BPTT recomputation window", A},
@@ -255,9 +258,9 @@ static void FN(output_product)(const cpu_ctx *c, const REAL *h, int rows)
 static void FN(forward_recurrence)(const cpu_ctx *c, REAL *states, const int32_t *x, int steps,
                                    int b0, int b1)
 {
-    const int V = c->V, H = c->H, B = c->B;
+    const int H = c->H, B = c->B;
     const size_t step = (size_t)B * H;
-    const REAL *Wxh = WXH(c->params, c), *bh = BH(c->params, c);
+    const REAL *bh = BH(c->params, c);
     for (int t = 0; t < steps; t++) {
         const REAL *prev = states + (size_t)t * step + (size_t)b0 * H;
         REAL *cur = states + (size_t)(t + 1) * step + (size_t)b0 * H;
@@ -265,8 +268,8 @@ static void FN(forward_recurrence)(const cpu_ctx *c, REAL *states, const int32_t
         FN(recurrent_product)(c, prev, cur, b1 - b0);
         for (int b = b0; b < b1; b++) {
             REAL *z = cur + (size_t)(b - b0) * H;
-            const REAL *wx = Wxh + xt[b]; /* column x_b of Wxh, stride V */
-            for (int i = 0; i < H; i++) z[i] = TANH(z[i] + wx[(size_t)i * V] + bh[i]);
+            const REAL *wx = c->wxh_t + (size_t)xt[b] * H; /* column x_b of Wxh */
+            for (int i = 0; i < H; i++) z[i] = TANH(z[i] + wx[i] + bh[i]);
         }
     }
 }
@@ -328,6 +331,11 @@ static gpurnn_status FN(forward)(void *ctx, const int32_t *inputs, const int32_t
     c->T = T;
     c->window_lo = 1; /* nothing valid until this pass ends */
     c->window_hi = 0;
+    /* backward's recomputation uses it too: parameters cannot change in between (a change
+     * ends the forward pass's validity) */
+    const REAL *Wxh = WXH(c->params, c);
+    for (int i = 0; i < c->H; i++)
+        for (int v = 0; v < V; v++) c->wxh_t[(size_t)v * c->H + i] = Wxh[(size_t)i * V + v];
 
     /* Chunk by chunk: the recurrence through the chunk, then its output layer. */
     double total = 0;
