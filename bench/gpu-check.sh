@@ -7,7 +7,8 @@
 #      <repo>/build-gpu);
 #   3. runs the whole ctest suite;
 #   4. runs gpurnn-bench: every preset on the CUDA backend beside the cuDNN peer; the
-#      CUDA backend and cuDNN at T = 1000, 10000, 100000; then every preset with
+#      CUDA backend and cuDNN at T = 1000, 10000, 100000; one step of V=128 H=1024 B=32
+#      at T = 10^6 with checkpointed BPTT (issue 7); then every preset with
 #      --backend all --peers (the CPU backend too, and the PyTorch peer if /usr/bin/python3
 #      has torch) — each with its table, JSON lines and SVG plot;
 #   5. writes every log and a short summary (OUTDIR/summary.md) into OUTDIR.
@@ -65,6 +66,7 @@ BUILD_STATUS="not run"
 TEST_STATUS="not run"
 CUDA_STATUS="not run"
 SWEEP_STATUS="not run"
+MILLION_STATUS="not run"
 BENCH_STATUS="not run"
 
 write_summary() {
@@ -88,6 +90,7 @@ write_summary() {
         echo "| ctest | $TEST_STATUS |"
         echo "| bench, presets, CUDA + cuDNN (--backend cuda --peers) | $CUDA_STATUS |"
         echo "| bench, CUDA sweep T=1e3..1e5 | $SWEEP_STATUS |"
+        echo "| bench, CUDA V=128 H=1024 B=32 T=1e6, checkpointed BPTT | $MILLION_STATUS |"
         echo "| bench, presets, CPU and CUDA (--backend all --peers) | $BENCH_STATUS |"
         echo
         if [ ${#FAILED[@]} -gt 0 ]; then
@@ -104,7 +107,7 @@ write_summary() {
             grep -E "tests passed|tests failed|\*\*\*Failed|\*\*\*Timeout|\*\*\*Exception|Not Run|Total Test time" "$OUT/ctest.log" | tail -40
             echo '```'
         fi
-        for f in bench-cuda sweep bench; do
+        for f in bench-cuda sweep million bench; do
             if [ -s "$OUT/$f.txt" ]; then
                 echo
                 echo "## gpurnn-bench ($f)"
@@ -211,6 +214,10 @@ if [ "$BUILD_STATUS" != "not run" ] && [ -x "$BENCH" ]; then
     bench_step bench-cuda 150 CUDA_STATUS --preset all --backend cuda --peers --max-time 10 --timeout 60
     bench_step sweep 120 SWEEP_STATUS --preset long --seq 1000,10000,100000 --backend cuda --peers \
         --steps 3 --warmup 1 --max-time 10 --timeout 60
+    # issue 7: one training step at T = 10^6 with checkpointed BPTT (the full history would
+    # be 128 GiB); the table's "ckpt k" and "act MB" columns show what it kept
+    bench_step million 150 MILLION_STATUS --vocab 128 --hidden 1024 --batch 32 --seq 1000000 --backend cuda \
+        --bptt-checkpoint auto --steps 1 --warmup 0 --max-time 1 --timeout 140
     bench_step bench 240 BENCH_STATUS --preset all --backend all --peers --max-time 10 --timeout 60
     grep '"kind":"step","impl":"gpurnn","backend":"cuda"' "$OUT/bench-cuda.jsonl" 2>/dev/null | grep -q '"status":"ok"' ||
         FAILED+=("no successful CUDA measurement of gpurnn (see bench-cuda.txt)")

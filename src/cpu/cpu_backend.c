@@ -8,9 +8,19 @@
 
 extern const gpurnn_backend_ops gpurnn_cpu_ops_f32;
 extern const gpurnn_backend_ops gpurnn_cpu_ops_f64;
+#ifdef GPURNN_CPU_AVX2
+extern const gpurnn_backend_ops gpurnn_cpu_ops_f32_avx2;
+extern const gpurnn_backend_ops gpurnn_cpu_ops_f64_avx2;
+#endif
 
+/* Results depend on the variant (FMA rounds once where the baseline rounds twice), so a
+ * process always uses one: the CPU's, which cannot change while it runs. */
 const gpurnn_backend_ops *gpurnn_cpu_backend(gpurnn_dtype dtype)
 {
+#ifdef GPURNN_CPU_AVX2
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return dtype == GPURNN_F64 ? &gpurnn_cpu_ops_f64_avx2 : &gpurnn_cpu_ops_f32_avx2;
+#endif
     return dtype == GPURNN_F64 ? &gpurnn_cpu_ops_f64 : &gpurnn_cpu_ops_f32;
 }
 

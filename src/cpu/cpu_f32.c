@@ -4,7 +4,9 @@
 #include "fast_tanh.h"
 
 #define REAL float
-#define SFX f32
+#ifndef SFX
+#define SFX f32 /* cpu_f32_avx2.c compiles this file again as f32_avx2 */
+#endif
 #define CBLAS_GEMM cblas_sgemm
 #define CBLAS_GEMV cblas_sgemv
 #define TANH gpurnn_fast_tanhf

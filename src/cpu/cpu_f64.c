@@ -2,7 +2,9 @@
 #include <cblas.h>
 
 #define REAL double
-#define SFX f64
+#ifndef SFX
+#define SFX f64 /* cpu_f64_avx2.c compiles this file again as f64_avx2 */
+#endif
 #define CBLAS_GEMM cblas_dgemm
 #define CBLAS_GEMV cblas_dgemv
 #define TANH tanh
