@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "cpu/fast_tanh.h"
 
@@ -60,6 +61,34 @@ TEST_F(FastTanh, SpecialValues)
     EXPECT_TRUE(std::isnan(gpurnn_fast_tanhf(std::numeric_limits<float>::quiet_NaN())));
     for (float x : {1e-30f, 0.1f, 0.2499f, 0.25f, 0.7f, 3.0f, 8.9f})
         EXPECT_EQ(-gpurnn_fast_tanhf(x), gpurnn_fast_tanhf(-x)) << x;
+}
+
+TEST_F(FastTanh, SoftmaxExpWithinTwoUlpsOfFloat64Exp)
+{
+    double worst = 0;
+    float worst_x = 0;
+    /* every 61st float in [-87, 0) (bits 0x80000000 up to -87's), and some just above 0 */
+    uint32_t bits_87;
+    const float minus_87 = -87.0f;
+    std::memcpy(&bits_87, &minus_87, sizeof bits_87);
+    std::vector<float> xs = {0x1p-24f, 0x1p-20f, 1e-7f};
+    for (uint32_t bits = 0x80000001u; bits < bits_87; bits += 61) {
+        float x;
+        std::memcpy(&x, &bits, sizeof x);
+        xs.push_back(x);
+    }
+    for (float x : xs) {
+        double e = ulps(gpurnn_exp_nonpositive_f32(x), std::exp((double)x));
+        if (e > worst) {
+            worst = e;
+            worst_x = x;
+        }
+    }
+    EXPECT_LE(worst, 2.0) << "at x = " << worst_x;
+    EXPECT_EQ(1.0f, gpurnn_exp_nonpositive_f32(0.0f));
+    EXPECT_EQ(0.0f, gpurnn_exp_nonpositive_f32(-88.0f));
+    EXPECT_EQ(0.0f, gpurnn_exp_nonpositive_f32(-std::numeric_limits<float>::infinity()));
+    EXPECT_TRUE(std::isnan(gpurnn_exp_nonpositive_f32(std::numeric_limits<float>::quiet_NaN())));
 }
 
 }  // namespace

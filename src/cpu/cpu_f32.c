@@ -10,7 +10,7 @@
 #define CBLAS_GEMM cblas_sgemm
 #define CBLAS_GEMV cblas_sgemv
 #define TANH gpurnn_fast_tanhf
-#define EXP expf
+#define EXP_NONPOSITIVE gpurnn_exp_nonpositive_f32
 #define FN_SGD gpurnn_sgd_update_f32
 #define FN_ADAGRAD gpurnn_adagrad_update_f32
 #define FN_ADAM gpurnn_adam_update_f32

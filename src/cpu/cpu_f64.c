@@ -8,7 +8,7 @@
 #define CBLAS_GEMM cblas_dgemm
 #define CBLAS_GEMV cblas_dgemv
 #define TANH tanh
-#define EXP exp
+#define EXP_NONPOSITIVE exp
 #define FN_SGD gpurnn_sgd_update_f64
 #define FN_ADAGRAD gpurnn_adagrad_update_f64
 #define FN_ADAM gpurnn_adam_update_f64

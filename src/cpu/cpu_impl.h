@@ -3,7 +3,8 @@
  *   SFX           f32 or f64 (suffix of every function defined here)
  *   CBLAS_GEMM    cblas_sgemm or cblas_dgemm
  *   CBLAS_GEMV    cblas_sgemv or cblas_dgemv
- *   TANH, EXP     tanhf/expf or tanh/exp
+ *   TANH          gpurnn_fast_tanhf or tanh
+ *   EXP_NONPOSITIVE  e^x for x <= 0 (the softmax's exponents)
  * and gets the table CPU_OPS(SFX).
  *
  * Shapes are row-major and noted as (rows, cols). Time-major activations: hidden state
@@ -364,11 +365,14 @@ static gpurnn_status FN(forward)(void *ctx, const int32_t *inputs, const int32_t
                 y[v] += by[v];
                 if (y[v] > max) max = y[v];
             }
+            const REAL y_target = y[tgt[r]];
+            /* the exponentials in place (a vector loop), then their sum in order */
+            for (int v = 0; v < V; v++) y[v] = EXP_NONPOSITIVE(y[v] - max);
             double sum = 0;
-            for (int v = 0; v < V; v++) sum += (double)EXP(y[v] - max);
+            for (int v = 0; v < V; v++) sum += (double)y[v];
             double lse = (double)max + log(sum);
             lse_out[r] = lse;
-            c->row_loss[r] = lse - (double)y[tgt[r]];
+            c->row_loss[r] = lse - (double)y_target;
         }
         for (int r = 0; r < rows; r++) total += c->row_loss[r];
         if (t0 + steps == T && k != GPURNN_BPTT_KEEP_ALL) {
@@ -456,7 +460,7 @@ static gpurnn_status FN(backward)(void *ctx)
         for (int r = 0; r < rows; r++) {
             REAL *y = c->logits + (size_t)r * V;
             REAL shift = (REAL)lse[r];
-            for (int v = 0; v < V; v++) y[v] = EXP(y[v] + by[v] - shift) * scale;
+            for (int v = 0; v < V; v++) y[v] = EXP_NONPOSITIVE(y[v] + by[v] - shift) * scale;
             y[tgt[r]] -= scale;
         }
         /* dby += colsum(dY); dWhy (V, H) += dY^T · h; dh_out (rows, H) = dY · Why */

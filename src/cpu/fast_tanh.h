@@ -1,6 +1,6 @@
-/* tanh in float32 without a libm call per element: glibc's tanhf (via expm1f) was a fifth
- * of a min-char-rnn step. This one is plain arithmetic, so the loops that call it
- * vectorise. Accuracy: within 6 float ulps over the whole range (the worst case is just
+/* tanh and the softmax's exp in float32 without a libm call per element: glibc's tanhf
+ * (via expm1f) was a fifth of a min-char-rnn step, expf a twentieth. These are plain
+ * arithmetic, so the loops that call them vectorise. Accuracy: within 6 float ulps over the whole range (the worst case is just
  * above 0.25, where the two formulas meet; tests/test_fast_tanh.cc checks it against
  * float64 tanh), far inside what float32 training needs; the float64 backend keeps libm's
  * tanh. */
@@ -10,9 +10,10 @@
 #include <stdint.h>
 #include <string.h>
 
-/* e^x for x in [0, 20]: 2^k e^r with k = round(x / ln 2), |r| <= ln2 / 2, and a degree-7
- * Taylor polynomial for e^r (truncation below 1e-8 relative). */
-static inline float gpurnn_exp_nonnegative_f32(float x)
+/* e^x for x in [-87, 88] (finite, normal results): 2^k e^r with k = round(x / ln 2),
+ * |r| <= ln2 / 2, and a degree-7 Taylor polynomial for e^r (truncation below 1e-8
+ * relative). */
+static inline float gpurnn_exp_core_f32(float x)
 {
     const float log2e = 1.44269504088896341f;
     const float ln2_hi = 0.693145751953125f, ln2_lo = 1.42860682030941723e-6f;
@@ -33,6 +34,15 @@ static inline float gpurnn_exp_nonnegative_f32(float x)
     return p * scale;
 }
 
+/* e^x for the softmax's exponents, x <= 0 (a rounding's worth above 0 is fine): within 2
+ * float ulps of e^x down to -87, 0 below (e^-87 is 1.6e-38: what it adds to a sum that
+ * holds e^0 = 1 is nothing), NaN for NaN. Unlike expf it vectorises. */
+static inline float gpurnn_exp_nonpositive_f32(float x)
+{
+    float e = gpurnn_exp_core_f32(x > -87.0f ? x : -87.0f);
+    return x > -87.0f ? e : (x == x ? 0.0f : x);
+}
+
 static inline float gpurnn_fast_tanhf(float x)
 {
     float a = x < 0 ? -x : x;
@@ -45,7 +55,7 @@ static inline float gpurnn_fast_tanhf(float x)
     series = series * a2 - 1.0f / 3;
     series = a + a * a2 * series;
     /* Beyond 10, tanh rounds to 1 in float; clamping keeps e^2a finite. */
-    float e = gpurnn_exp_nonnegative_f32(2.0f * (a < 10.0f ? a : 10.0f));
+    float e = gpurnn_exp_core_f32(2.0f * (a < 10.0f ? a : 10.0f));
     float far = 1.0f - 2.0f / (e + 1.0f);
     float t = a < 0.25f ? series : far;
     return x < 0 ? -t : (x >= 0 ? t : x); /* NaN stays NaN, so numeric faults still show */
