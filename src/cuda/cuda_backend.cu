@@ -208,7 +208,8 @@ template <typename P>
 gpurnn_status device_alloc(P **slot, size_t count, const char *what)
 {
     size_t bytes = (count ? count : 1) * sizeof(P);
-    cudaError_t err = cudaMalloc((void **)slot, bytes);
+    /* the test-only allocation countdown of src/alloc.h covers device memory too */
+    cudaError_t err = gpurnn_fault_allocation() ? cudaErrorMemoryAllocation : cudaMalloc((void **)slot, bytes);
     if (err != cudaSuccess) {
         *slot = nullptr;
         (void)cudaGetLastError();
@@ -223,7 +224,8 @@ template <typename P>
 gpurnn_status host_alloc(P **slot, size_t count, const char *what)
 {
     size_t bytes = (count ? count : 1) * sizeof(P);
-    cudaError_t err = cudaMallocHost((void **)slot, bytes);
+    /* the test-only allocation countdown of src/alloc.h covers pinned host memory too */
+    cudaError_t err = gpurnn_fault_allocation() ? cudaErrorMemoryAllocation : cudaMallocHost((void **)slot, bytes);
     if (err != cudaSuccess) {
         *slot = nullptr;
         (void)cudaGetLastError();
