@@ -20,9 +20,25 @@
  *    during the call; the library keeps no pointer to them.
  *  - All host buffers exchanged with the library are float64, whatever the model's dtype:
  *    values are converted on the way in and out.
- *  - Thread safety: different models may be used from different threads at the same
- *    time. One model must not be used from two threads at once. gpurnn_last_error() is
- *    per thread. Functions taking no model are safe from any thread.
+ *  - Thread safety:
+ *
+ *      calls                                   from several threads at the same time
+ *      --------------------------------------  ------------------------------------------
+ *      functions that take no model            safe (config_init, backend_available,
+ *                                              backend_check, status_string, version,
+ *                                              model_load, model_create)
+ *      any calls on different models           safe, and each gives the same results, bit
+ *                                              for bit, as when the calls run one after
+ *                                              another (saves to one path: the file ends
+ *                                              up one complete checkpoint)
+ *      calls on the same model                 not safe, read-only ones (params_get,
+ *                                              model_save, ...) included: serialise them
+ *      gpurnn_last_error()                     per thread: it returns this thread's
+ *                                              message, which other threads' calls never
+ *                                              change
+ *
+ *    Checked by tests/test_threads.cc and tests/test_init_layout.cc's thread tests, also
+ *    under ThreadSanitizer (.ci/tsan.sh).
  */
 #ifndef GPURNN_H
 #define GPURNN_H

@@ -31,6 +31,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "crc64.h"
 #include "error.h"
 #include "model.h"
@@ -655,8 +656,8 @@ static gpurnn_status split_path(save_job *job)
     size_t dir_len = !slash ? 1 : slash == job->path ? 1 : (size_t)(slash - job->path);
     const char *dir_src = !slash ? "." : slash == job->path ? "/" : job->path;
     job->base = slash ? slash + 1 : job->path;
-    job->dir = malloc(dir_len + 1);
-    job->tmp = malloc(strlen(job->path) + sizeof ".tmp-XXXXXX");
+    job->dir = gpurnn_malloc(dir_len + 1);
+    job->tmp = gpurnn_malloc(strlen(job->path) + sizeof ".tmp-XXXXXX");
     if (!job->dir || !job->tmp)
         return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes for file names",
                            save_fn, dir_len + 1 + strlen(job->path) + sizeof ".tmp-XXXXXX");
@@ -842,7 +843,7 @@ gpurnn_status gpurnn_model_save(const gpurnn_model *m, const char *path)
     if (!path[0]) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: path is empty", save_fn);
 
     save_job job = {.path = path, .fd = -1};
-    ckpt_scratch *scratch = malloc(sizeof *scratch);
+    ckpt_scratch *scratch = gpurnn_malloc(sizeof *scratch);
     gpurnn_status s = scratch
                           ? GPURNN_OK
                           : gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes",
@@ -862,9 +863,9 @@ gpurnn_status gpurnn_model_save(const gpurnn_model *m, const char *path)
         if (!job.renamed) unlink(job.tmp);
         close(job.fd);
     }
-    free(job.tmp);
-    free(job.dir);
-    free(scratch);
+    gpurnn_free(job.tmp);
+    gpurnn_free(job.dir);
+    gpurnn_free(scratch);
     return s;
 }
 
@@ -1054,7 +1055,7 @@ gpurnn_status gpurnn_model_load(const char *path, gpurnn_backend backend, gpurnn
     load_job job;
     memset(&job, 0, sizeof job);
     job.path = path;
-    job.scratch = malloc(sizeof *job.scratch);
+    job.scratch = gpurnn_malloc(sizeof *job.scratch);
     if (!job.scratch) {
         close(fd);
         return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes", load_fn,
@@ -1084,6 +1085,6 @@ gpurnn_status gpurnn_model_load(const char *path, gpurnn_backend backend, gpurnn
         gpurnn_model_destroy(m);
     }
     close(fd);
-    free(job.scratch);
+    gpurnn_free(job.scratch);
     return s;
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "error.h"
 #include "model.h"
 #include "rng.h"
@@ -15,16 +16,16 @@ typedef struct {
 
 static void free_saved(saved_buffers *saved)
 {
-    free(saved->params);
-    free(saved->grads);
-    free(saved->state);
+    gpurnn_free(saved->params);
+    gpurnn_free(saved->grads);
+    gpurnn_free(saved->state);
 }
 
 static gpurnn_status save_buffers(const gpurnn_model *m, saved_buffers *saved)
 {
-    saved->params = malloc(m->param_count * sizeof(double));
-    saved->grads = malloc(m->param_count * sizeof(double));
-    saved->state = malloc(m->state_count * sizeof(double));
+    saved->params = gpurnn_malloc(m->param_count * sizeof(double));
+    saved->grads = gpurnn_malloc(m->param_count * sizeof(double));
+    saved->state = gpurnn_malloc(m->state_count * sizeof(double));
     if (!saved->params || !saved->grads || !saved->state) {
         free_saved(saved);
         return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY,
@@ -120,7 +121,7 @@ gpurnn_status gpurnn_gradcheck(gpurnn_model *m, const int32_t *inputs, const int
     saved_buffers saved = {0};
     s = save_buffers(m, &saved);
     if (s != GPURNN_OK) return gpurnn_fail_context(s, fn);
-    double *analytic = malloc(m->param_count * sizeof(double));
+    double *analytic = gpurnn_malloc(m->param_count * sizeof(double));
     if (!analytic) {
         free_saved(&saved);
         return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes", fn,
@@ -131,7 +132,7 @@ gpurnn_status gpurnn_gradcheck(gpurnn_model *m, const int32_t *inputs, const int
     s = run_check(m, &saved, inputs, targets, T, eps, samples_per_tensor, seed, analytic, &result);
     gpurnn_status restored = restore_buffers(m, &saved);
     m->forward_valid = 0;
-    free(analytic);
+    gpurnn_free(analytic);
     free_saved(&saved);
     if (s != GPURNN_OK) return gpurnn_fail_context(s, fn);
     if (restored != GPURNN_OK) return gpurnn_fail_context(restored, fn);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "bptt_plan.h"
 #include "error.h"
 #include "model.h"
@@ -84,7 +85,7 @@ gpurnn_status gpurnn_model_create_empty(const gpurnn_config *resolved, gpurnn_mo
     gpurnn_status s = select_backend(cfg.backend, cfg.dtype, &cfg.backend, &ops);
     if (s != GPURNN_OK) return s;
 
-    gpurnn_model *m = calloc(1, sizeof *m);
+    gpurnn_model *m = gpurnn_calloc(1, sizeof *m);
     if (!m)
         return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "cannot allocate the model handle (%zu bytes)",
                            sizeof *m);
@@ -94,7 +95,7 @@ gpurnn_status gpurnn_model_create_empty(const gpurnn_config *resolved, gpurnn_mo
     m->state_count = (size_t)cfg.batch_size * (size_t)cfg.hidden_size;
     s = ops->create(&m->cfg, &m->ctx);
     if (s != GPURNN_OK) {
-        free(m);
+        gpurnn_free(m);
         return s;
     }
     *out = m;
@@ -140,7 +141,7 @@ void gpurnn_model_destroy(gpurnn_model *m)
 {
     if (!m) return;
     m->ops->destroy(m->ctx);
-    free(m);
+    gpurnn_free(m);
 }
 
 gpurnn_backend gpurnn_model_backend(const gpurnn_model *m)
@@ -308,6 +309,41 @@ gpurnn_status gpurnn_check_sequence(const char *fn, const gpurnn_model *m, const
     return check_tokens(fn, "targets", targets, T, m->cfg.batch_size, m->cfg.vocab_size);
 }
 
+/* For a NUMERIC failure of a computation from the parameters and the carried state:
+ * appends the entry of largest magnitude of each to the current message, so that it
+ * names the tensor that most likely overflowed ("...; largest parameter Why[2, 0] =
+ * 3e+38, largest carried-state value 0.5 at b=0, unit 3"). Returns status. */
+static gpurnn_status append_magnitudes(const gpurnn_model *m, gpurnn_status status)
+{
+    char message[512];
+    snprintf(message, sizeof message, "%s", gpurnn_last_error());
+    double chunk[GPURNN_HOST_CHUNK];
+    size_t sizes[2] = {m->param_count, m->state_count};
+    gpurnn_buffer bufs[2] = {GPURNN_BUF_PARAMS, GPURNN_BUF_STATE};
+    size_t where[2] = {0, 0};
+    double value[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        for (size_t start = 0; start < sizes[k]; start += GPURNN_HOST_CHUNK) {
+            size_t n = sizes[k] - start < GPURNN_HOST_CHUNK ? sizes[k] - start : GPURNN_HOST_CHUNK;
+            if (m->ops->read(m->ctx, bufs[k], start, n, chunk) != GPURNN_OK)
+                return gpurnn_fail(status, "%s", message);
+            for (size_t i = 0; i < n; i++) {
+                if (!(fabs(chunk[i]) <= fabs(value[k]))) { /* a NaN is kept too */
+                    value[k] = chunk[i];
+                    where[k] = start + i;
+                }
+            }
+        }
+    }
+    char param[64];
+    size_t H = (size_t)m->cfg.hidden_size;
+    gpurnn_layout_describe((size_t)m->cfg.vocab_size, H, where[0], param, sizeof param);
+    return gpurnn_fail(status,
+                       "%s; largest parameter %s = %g, largest carried-state value %g at b=%zu, "
+                       "unit %zu",
+                       message, param, value[0], value[1], where[1] / H, where[1] % H);
+}
+
 gpurnn_status gpurnn_forward(gpurnn_model *m, const int32_t *inputs, const int32_t *targets, int T,
                              double *loss)
 {
@@ -317,6 +353,7 @@ gpurnn_status gpurnn_forward(gpurnn_model *m, const int32_t *inputs, const int32
     double value = 0;
     s = m->ops->forward(m->ctx, inputs, targets, T, &value);
     m->forward_valid = s == GPURNN_OK;
+    if (s == GPURNN_ERR_NUMERIC) s = append_magnitudes(m, s);
     if (s != GPURNN_OK) return gpurnn_fail_context(s, "gpurnn_forward");
     *loss = value;
     return GPURNN_OK;
@@ -501,5 +538,6 @@ gpurnn_status gpurnn_sample(gpurnn_model *m, int32_t first_token, int n, double 
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: temperature = %g must be finite and >= 0",
                            fn, temperature);
     gpurnn_status s = m->ops->sample(m->ctx, first_token, n, temperature, seed, out);
+    if (s == GPURNN_ERR_NUMERIC) s = append_magnitudes(m, s);
     return s == GPURNN_OK ? s : gpurnn_fail_context(s, fn);
 }

@@ -2,13 +2,20 @@
  * checked by one more identical step on both models), the byte layout of
  * docs/checkpoint-format.md, damaged files (truncated, every byte flipped, wrong magic,
  * wrong version, absurd sizes: GPURNN_ERR_FORMAT, *out untouched), I/O errors, and the
- * crash-safe save (an existing file survives a failed save; no temporary file is left).
+ * crash-safe save (an existing file survives a failed save; no temporary file is left;
+ * a writer killed with SIGKILL at random moments leaves the old or the new checkpoint).
  *
  * The test builds and re-checksums crafted files with its own CRC-64/XZ, so the loader's
  * field checks are exercised behind a valid checksum, not only the checksum. */
+#include <fcntl.h>
+#include <pwd.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <chrono>
+#include <thread>
 
 #include <cctype>
 #include <cmath>
@@ -646,4 +653,189 @@ TEST(CheckpointBackend, LoadOnUnavailableCudaIsRefused)
     const std::string path = dir.file("m.ckpt");
     ASSERT_EQ(gpurnn_model_save(m.get(), path.c_str()), GPURNN_OK);
     EXPECT_TRUE(load_fails(path, GPURNN_BACKEND_CUDA, GPURNN_ERR_BACKEND_UNAVAILABLE));
+}
+
+/* ---------- crash safety ---------- */
+
+namespace {
+
+/* Generation g of the crash test's parameters: g + (i mod 1024) / 1024, exact in float64,
+ * so a loaded file tells which save wrote it and whether every value belongs to it. */
+void fill_generation(std::vector<double> &p, long long g)
+{
+    for (size_t i = 0; i < p.size(); ++i)
+        p[i] = (double)g + (double)(i % 1024) / 1024.0;
+}
+
+size_t count_temporaries(const TempDir &dir, const std::string &base)
+{
+    size_t n = 0;
+    for (const std::string &name : dir.list())
+        n += name.rfind(base + ".tmp-", 0) == 0;
+    return n;
+}
+
+}  // namespace
+
+TEST(CheckpointCrash, SigkillDuringSaveLeavesTheOldOrTheNewCheckpoint)
+{
+    /* A forked writer saves a 12 MB model in a loop, each save with new parameter values
+     * (generation g), and reports each completed save through a pipe; it is killed with
+     * SIGKILL after a random delay, 50 times (about 10-20 s in all). After each kill the path must hold a complete,
+     * checksum-valid checkpoint (it loads) of the last reported generation or of the one
+     * being written when the kill came, every value of that generation; at most one
+     * temporary file may be left, and the next save removes it.
+     * CPU backend: a forked child cannot use CUDA, and the file code is the same for every
+     * backend. The writer runs no OpenMP region (params_set and save are plain loops). */
+    const int kKills = 50;
+    TempDir dir;
+    const std::string path = dir.file("m.ckpt");
+    ModelPtr m = create_model(make_config(GPURNN_BACKEND_CPU, GPURNN_F64, 700, 700, 1, 1));
+    ASSERT_TRUE(m);
+    const size_t n = gpurnn_param_count(m.get());
+    std::vector<double> values(n), got(n);
+
+    /* one save cycle, timed, sets the range of the random delays */
+    long long gen = 0;
+    auto t0 = std::chrono::steady_clock::now();
+    fill_generation(values, gen);
+    ASSERT_EQ(gpurnn_params_set(m.get(), values.data(), n), GPURNN_OK);
+    ASSERT_EQ(gpurnn_model_save(m.get(), path.c_str()), GPURNN_OK) << gpurnn_last_error();
+    const double cycle = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    long long on_disk = gen++;
+    Rng rng(4242);
+    int changed = 0, newest = 0, max_temporaries = 0;
+    for (int kill_no = 0; kill_no < kKills; ++kill_no) {
+        SCOPED_TRACE("kill " + std::to_string(kill_no));
+        int fds[2];
+        ASSERT_EQ(pipe(fds), 0);
+        const long long first = gen;
+        const pid_t pid = fork();
+        ASSERT_GE(pid, 0);
+        if (pid == 0) {
+            close(fds[0]);
+            for (long long g = first;; ++g) {
+                fill_generation(values, g);
+                if (gpurnn_params_set(m.get(), values.data(), n) != GPURNN_OK)
+                    _exit(2);
+                if (gpurnn_model_save(m.get(), path.c_str()) != GPURNN_OK)
+                    _exit(3);
+                if (write(fds[1], &g, sizeof g) != (ssize_t)sizeof g)
+                    _exit(4);
+            }
+        }
+        close(fds[1]);
+        /* Even kills: a delay from the fork (the kill may come before, during or after the
+         * child's first save). Odd kills: a delay from the end of the child's first save,
+         * so that the file has just been replaced and the kill hits the next save at any
+         * point, its rename included. */
+        long long reported = -1, g;
+        if (kill_no % 2 == 1 && read(fds[0], &g, sizeof g) == (ssize_t)sizeof g)
+            reported = g;
+        std::this_thread::sleep_for(std::chrono::duration<double>(rng.uniform() * (kill_no % 2 ? 1.2 : 2.5) * cycle));
+        ASSERT_EQ(kill(pid, SIGKILL), 0);
+        int status = 0;
+        ASSERT_EQ(waitpid(pid, &status, 0), pid);
+        ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+            << "the writer stopped by itself (exit " << (WIFEXITED(status) ? WEXITSTATUS(status) : -1)
+            << ": 2 = params_set, 3 = save, 4 = pipe failed)";
+        while (read(fds[0], &g, sizeof g) == (ssize_t)sizeof g)
+            reported = g;
+        close(fds[0]);
+        /* completed for sure: the last reported save (or what was there before); possibly
+         * completed: the save in flight when the kill came */
+        const long long done = reported >= 0 ? reported : on_disk;
+        const long long in_flight = reported >= 0 ? reported + 1 : first;
+
+        gpurnn_model *l = nullptr;
+        ASSERT_EQ(gpurnn_model_load(path.c_str(), GPURNN_BACKEND_CPU, &l), GPURNN_OK)
+            << "after the kill the checkpoint does not load: " << gpurnn_last_error();
+        ModelPtr loaded(l);
+        ASSERT_EQ(gpurnn_params_get(loaded.get(), got.data(), n), GPURNN_OK);
+        const long long file_gen = (long long)got[0];
+        ASSERT_TRUE(file_gen == done || file_gen == in_flight)
+            << "the file holds generation " << file_gen << ", expected " << done << " or " << in_flight;
+        fill_generation(values, file_gen);
+        ASSERT_TRUE(bit_equal(got, values)) << "the file mixes generations";
+        changed += file_gen != on_disk;
+        newest += file_gen == in_flight;
+        on_disk = file_gen;
+        gen = in_flight + 1;
+        const size_t temporaries = count_temporaries(dir, "m.ckpt");
+        max_temporaries = std::max(max_temporaries, (int)temporaries);
+        EXPECT_LE(temporaries, 1u) << "temporary files pile up";
+    }
+    /* a last save in this process cleans up after the killed ones */
+    fill_generation(values, gen);
+    ASSERT_EQ(gpurnn_params_set(m.get(), values.data(), n), GPURNN_OK);
+    ASSERT_EQ(gpurnn_model_save(m.get(), path.c_str()), GPURNN_OK) << gpurnn_last_error();
+    EXPECT_EQ(dir.list(), std::vector<std::string>{"m.ckpt"}) << "temporary files were left";
+    RecordProperty("kills", kKills);
+    RecordProperty("kills_after_which_the_file_had_changed", changed);
+    RecordProperty("kills_that_found_the_save_in_flight_completed", newest);
+    RecordProperty("most_temporaries_seen", max_temporaries);
+    std::printf("%d kills: the file changed across %d of them, %d found the save in flight completed; at most %d "
+                "temporary file(s) seen\n",
+                kKills, changed, newest, max_temporaries);
+}
+
+TEST(CheckpointCrash, SaveIntoAnUnwritableDirectoryKeepsTheOldFile)
+{
+    /* A directory the saving process may not write to: IO naming the path, and the
+     * checkpoint already there is untouched. Root ignores permission bits, so when the
+     * test runs as root the save runs in a forked child that first switches to the
+     * unprivileged user "nobody" (the directory is then read-only to it, as to any
+     * ordinary user). Where that user cannot reach the directory at all the test is
+     * skipped with the reason, since the failure would then not be about writing. */
+    TempDir dir;
+    const std::string sub = dir.file("ro"), path = sub + "/m.ckpt";
+    ASSERT_EQ(mkdir(sub.c_str(), 0755), 0);
+    ModelPtr old_model = create_model(make_config(GPURNN_BACKEND_CPU, GPURNN_F64, 6, 5, 2, 3, GPURNN_LOSS_SUM, 31));
+    ModelPtr new_model = create_model(make_config(GPURNN_BACKEND_CPU, GPURNN_F64, 6, 5, 2, 3, GPURNN_LOSS_SUM, 32));
+    ASSERT_TRUE(old_model && new_model);
+    ASSERT_EQ(gpurnn_model_save(old_model.get(), path.c_str()), GPURNN_OK) << gpurnn_last_error();
+    const std::vector<unsigned char> old_bytes = read_file(path);
+    ASSERT_EQ(chmod(sub.c_str(), 0555), 0);
+    ASSERT_EQ(chmod(dir.path().c_str(), 0755), 0);   /* mkdtemp made it 0700 */
+
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        close(fds[0]);
+        if (geteuid() == 0) {
+            const struct passwd *pw = getpwnam("nobody");
+            if (!pw || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)
+                _exit(10);
+        }
+        if (access(sub.c_str(), R_OK | X_OK) != 0 || access(path.c_str(), R_OK) != 0)
+            _exit(11);
+        if (access(sub.c_str(), W_OK) == 0)
+            _exit(12);
+        const gpurnn_status st = gpurnn_model_save(new_model.get(), path.c_str());
+        const std::string msg = gpurnn_last_error();
+        if (write(fds[1], msg.c_str(), msg.size()) < 0)
+            _exit(13);
+        _exit((int)st);
+    }
+    close(fds[1]);
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    std::string msg;
+    char buf[256];
+    ssize_t got;
+    while ((got = read(fds[0], buf, sizeof buf)) > 0)
+        msg.append(buf, (size_t)got);
+    close(fds[0]);
+    chmod(sub.c_str(), 0755);   /* so that TempDir can remove it */
+    ASSERT_TRUE(WIFEXITED(status));
+    const int code = WEXITSTATUS(status);
+    if (code == 10 || code == 11)
+        GTEST_SKIP() << (code == 10 ? "cannot switch to the user nobody" : "the user nobody cannot reach " + sub);
+    ASSERT_NE(code, 12) << "the directory is writable to the saving process; the test proves nothing";
+    EXPECT_EQ(code, (int)GPURNN_ERR_IO) << gpurnn_status_string((gpurnn_status)code) << ": " << msg;
+    EXPECT_NE(msg.find(path), std::string::npos) << "the message should name the path: " << msg;
+    EXPECT_EQ(read_file(path), old_bytes) << "the existing checkpoint was changed";
+    EXPECT_EQ(dir.list(), std::vector<std::string>{"ro"});
 }

@@ -1,7 +1,10 @@
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
 
+#include "../alloc.h"
 #include "../error.h"
 #include "../rng.h"
 #include "cpu_common.h"
@@ -26,20 +29,53 @@ const gpurnn_backend_ops *gpurnn_cpu_backend(gpurnn_dtype dtype)
 
 size_t gpurnn_cpu_block_count(size_t n) { return (n + GPURNN_CPU_BLOCK - 1) / GPURNN_CPU_BLOCK; }
 
+/* Bytes of physical memory plus swap, 0 if unknown. */
+static unsigned long long machine_memory_bytes(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || page_size <= 0) return 0;
+    unsigned long long total = (unsigned long long)pages * (unsigned long long)page_size;
+    struct sysinfo info;
+    if (sysinfo(&info) == 0) total += (unsigned long long)info.totalswap * info.mem_unit;
+    return total;
+}
+
 gpurnn_status gpurnn_cpu_allocate_all(const gpurnn_cpu_allocation *table, size_t count,
                                       size_t bytes_by_kind[GPURNN_MEMORY_KINDS])
 {
+    /* Linux overcommits: calloc of far more than the machine has may succeed and fail
+     * only when the pages are touched, in the middle of training. So the total is
+     * judged up front against physical memory plus swap. */
+    size_t total = 0, largest = 0;
+    const char *largest_what = "";
     for (size_t i = 0; i < count; i++) {
         size_t n = table[i].count ? table[i].count : 1;
-        size_t bytes = n * table[i].elem_size; /* config.c bounds every buffer's size */
-        void *p = NULL;
-        if (posix_memalign(&p, GPURNN_CPU_ALIGN, bytes) != 0) p = NULL;
-        *table[i].slot = p;
-        if (!p)
-            return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes for the %s", bytes,
-                               table[i].what);
-        memset(p, 0, bytes);
-        bytes_by_kind[table[i].kind] += bytes;
+        if (n > SIZE_MAX / table[i].elem_size || n * table[i].elem_size > SIZE_MAX - total)
+            return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY,
+                               "the CPU backend's buffers for this configuration need more than "
+                               "%zu bytes (SIZE_MAX)",
+                               (size_t)SIZE_MAX);
+        size_t bytes = n * table[i].elem_size;
+        total += bytes;
+        if (bytes > largest) {
+            largest = bytes;
+            largest_what = table[i].what;
+        }
+    }
+    unsigned long long available = machine_memory_bytes();
+    if (available != 0 && (unsigned long long)total > available)
+        return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY,
+                           "the CPU backend needs %zu bytes for this configuration (%zu bytes for "
+                           "the %s alone), more than this machine's %llu bytes of memory and swap",
+                           total, largest, largest_what, available);
+    for (size_t i = 0; i < count; i++) {
+        size_t n = table[i].count ? table[i].count : 1;
+        *table[i].slot = gpurnn_aligned_calloc(n, table[i].elem_size, GPURNN_CPU_ALIGN);
+        if (!*table[i].slot)
+            return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY,
+                               "cannot allocate %zu bytes for the %s (%zu bytes in all)",
+                               n * table[i].elem_size, table[i].what, total);
+        bytes_by_kind[table[i].kind] += n * table[i].elem_size;
     }
     return GPURNN_OK;
 }

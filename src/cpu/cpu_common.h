@@ -29,9 +29,10 @@ typedef struct {
     gpurnn_memory_kind kind;
 } gpurnn_cpu_allocation;
 
-/* Zero-filled, GPURNN_CPU_ALIGN-aligned allocations (release with free()), adding each
- * one's bytes to bytes_by_kind; on failure frees nothing (the caller's destroy does) and
- * reports the bytes asked for. */
+/* Zero-filled, GPURNN_CPU_ALIGN-aligned allocations (release with gpurnn_aligned_free),
+ * adding each one's bytes to bytes_by_kind; refuses a total beyond the machine's memory
+ * and swap; on failure frees nothing (the caller's destroy does) and reports the bytes
+ * asked for. */
 gpurnn_status gpurnn_cpu_allocate_all(const gpurnn_cpu_allocation *table, size_t count,
                                       size_t bytes_by_kind[GPURNN_MEMORY_KINDS]);
 

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../alloc.h"
 #include "../bptt_plan.h"
 #include "../error.h"
 #include "../model.h"
@@ -97,13 +98,13 @@ static void FN(destroy)(void *ctx)
                      c->hs,      c->ckpts,   c->window,   c->inputs,     c->targets,
                      c->row_lse, c->logits,  c->dh,       c->dh_next,    c->ones,
                      c->row_loss, c->block_sums, c->sample_h, c->sample_y, c->sample_logits};
-    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) free(owned[i]);
-    free(c);
+    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) gpurnn_aligned_free(owned[i]);
+    gpurnn_free(c);
 }
 
 static gpurnn_status FN(create)(const gpurnn_config *cfg, void **out)
 {
-    cpu_ctx *c = calloc(1, sizeof *c);
+    cpu_ctx *c = gpurnn_calloc(1, sizeof *c);
     if (!c) return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes", sizeof *c);
     c->V = cfg->vocab_size;
     c->H = cfg->hidden_size;

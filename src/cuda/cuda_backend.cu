@@ -222,7 +222,8 @@ template <typename T, typename P>
 gpurnn_status device_alloc(Model<T> *m, P **slot, size_t count, gpurnn_memory_kind kind, const char *what)
 {
     size_t bytes = (count ? count : 1) * sizeof(P);
-    cudaError_t err = cudaMalloc((void **)slot, bytes);
+    /* the test-only allocation countdown of src/alloc.h covers device memory too */
+    cudaError_t err = gpurnn_fault_allocation() ? cudaErrorMemoryAllocation : cudaMalloc((void **)slot, bytes);
     if (err != cudaSuccess) {
         *slot = nullptr;
         (void)cudaGetLastError();
@@ -238,7 +239,8 @@ template <typename T, typename P>
 gpurnn_status host_alloc(Model<T> *m, P **slot, size_t count, gpurnn_memory_kind kind, const char *what)
 {
     size_t bytes = (count ? count : 1) * sizeof(P);
-    cudaError_t err = cudaMallocHost((void **)slot, bytes);
+    /* the test-only allocation countdown of src/alloc.h covers pinned host memory too */
+    cudaError_t err = gpurnn_fault_allocation() ? cudaErrorMemoryAllocation : cudaMallocHost((void **)slot, bytes);
     if (err != cudaSuccess) {
         *slot = nullptr;
         (void)cudaGetLastError();

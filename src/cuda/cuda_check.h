@@ -7,6 +7,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include "../alloc.h"
 #include "../error.h"
 
 static inline gpurnn_status gpurnn_cuda_status(cudaError_t err, const char *call)
@@ -39,15 +40,20 @@ static inline gpurnn_status gpurnn_cublas_status(cublasStatus_t st, const char *
     return gpurnn_fail(s, "%s failed: %s (%d)", call, gpurnn_cublas_error_name(st), (int)st);
 }
 
+/* Test-only fault injection (src/alloc.h): when the thread's device-call countdown says so,
+ * the call is not made and fails as cudaErrorUnknown / CUBLAS_STATUS_EXECUTION_FAILED, and
+ * a launch that was made is reported as cudaErrorLaunchFailure. Disarmed, it costs one
+ * thread-local read. */
 #define CUDA_TRY(call)                                                                             \
     do {                                                                                           \
-        cudaError_t cuda_try_err_ = (call);                                                        \
+        cudaError_t cuda_try_err_ = gpurnn_fault_device_call() ? cudaErrorUnknown : (call);        \
         if (cuda_try_err_ != cudaSuccess) return gpurnn_cuda_status(cuda_try_err_, #call);        \
     } while (0)
 
 #define CUBLAS_TRY(call)                                                                           \
     do {                                                                                           \
-        cublasStatus_t cublas_try_st_ = (call);                                                    \
+        cublasStatus_t cublas_try_st_ =                                                            \
+            gpurnn_fault_device_call() ? CUBLAS_STATUS_EXECUTION_FAILED : (call);                  \
         if (cublas_try_st_ != CUBLAS_STATUS_SUCCESS)                                               \
             return gpurnn_cublas_status(cublas_try_st_, #call);                                    \
     } while (0)
@@ -56,6 +62,8 @@ static inline gpurnn_status gpurnn_cublas_status(cublasStatus_t st, const char *
 #define CUDA_TRY_LAUNCH(kernel_name)                                                               \
     do {                                                                                           \
         cudaError_t cuda_launch_err_ = cudaGetLastError();                                         \
+        if (cuda_launch_err_ == cudaSuccess && gpurnn_fault_device_call())                         \
+            cuda_launch_err_ = cudaErrorLaunchFailure;                                             \
         if (cuda_launch_err_ != cudaSuccess)                                                       \
             return gpurnn_cuda_status(cuda_launch_err_, "launch of " kernel_name);                 \
     } while (0)
