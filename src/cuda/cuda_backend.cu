@@ -322,7 +322,7 @@ gpurnn_status create(const gpurnn_config *cfg, void **out)
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
                            "CUDA backend: max_seq_len * batch_size = %lld must be below 2^31",
                            (long long)cfg->max_seq_len * cfg->batch_size);
-    Model<T> *m = new (std::nothrow) Model<T>();
+    Model<T> *m = gpurnn_fault_allocation() ? nullptr : new (std::nothrow) Model<T>();
     if (!m) return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes", sizeof(Model<T>));
     m->V = cfg->vocab_size;
     m->H = cfg->hidden_size;
@@ -356,6 +356,7 @@ gpurnn_status create(const gpurnn_config *cfg, void **out)
     if (s == GPURNN_OK) {
         /* The host scatter plan's memory too is taken here, not in the training loop. */
         try {
+            if (gpurnn_fault_allocation()) throw std::bad_alloc();
             m->chunk_segments.reserve((size_t)(m->max_T / m->chunk_steps) + 2);
             m->rows_sorted.reserve((size_t)m->chunk_steps * m->B);
         } catch (const std::bad_alloc &) {
