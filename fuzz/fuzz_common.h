@@ -53,15 +53,32 @@ static inline void fuzz_check_params_finite(const gpurnn_model *m, const char *a
     free(p);
 }
 
-/* A private directory for this process, on tmpfs where there is one (saves fsync). */
+static char fuzz_dir[256];
+
+/* At exit: the files the targets write there (and the temporaries of a save that a
+ * crash interrupted are left for inspection), then the directory if it is empty. */
+static void fuzz_remove_scratch(void)
+{
+    static const char *const names[] = {"input.ckpt", "saved.ckpt", "api.ckpt"};
+    char path[300];
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", fuzz_dir, names[i]);
+        unlink(path);
+    }
+    rmdir(fuzz_dir);
+}
+
+/* A private directory for this process, on tmpfs where there is one (saves fsync);
+ * removed at exit. */
 static inline const char *fuzz_scratch_dir(void)
 {
-    static char dir[256];
+    char *dir = fuzz_dir;
     if (!dir[0]) {
         const char *base = getenv("GPURNN_FUZZ_TMPDIR");
         if (!base) base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-        snprintf(dir, sizeof dir, "%s/gpurnn-fuzz-XXXXXX", base);
+        snprintf(dir, sizeof fuzz_dir, "%s/gpurnn-fuzz-XXXXXX", base);
         FUZZ_CHECK(mkdtemp(dir) != NULL, "cannot create a scratch directory under %s", base);
+        atexit(fuzz_remove_scratch);
     }
     return dir;
 }
