@@ -25,11 +25,17 @@
 # access made by libgpurnn's or the tests' own code is still checked.
 #
 # Usage: .ci/tsan.sh [build-dir]   (default build-tsan; needs clang, cmake, GoogleTest,
-# an OpenBLAS development package). Not run by .ci/run.
+# an OpenBLAS development package; as root with apt-get, it installs them). Run by
+# .ci/run after the sanitizer and fuzzing steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${1:-build-tsan}"
 start=$(date +%s)
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update
+  apt-get install -y clang libclang-rt-14-dev libopenblas-openmp-dev libgtest-dev cmake pkg-config
+fi
 
 cmake -S . -B "$build" \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \

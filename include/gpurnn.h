@@ -130,8 +130,9 @@ GPURNN_API void gpurnn_config_init(gpurnn_config *cfg);
  * All memory the model will use during training is allocated here.
  * *out is set only on success; destroy it with gpurnn_model_destroy.
  * Errors: INVALID_ARGUMENT (NULL pointer, a size < 1, an unknown enum value, a negative
- * or non-finite init_scale, bptt_checkpoint_every < -1, or buffer sizes that overflow
- * size_t), BACKEND_UNAVAILABLE
+ * or non-finite init_scale, one so large that weights could overflow the dtype (above
+ * FLT_MAX / 9 for float32, DBL_MAX / 9 for float64), bptt_checkpoint_every < -1, or
+ * buffer sizes that overflow size_t), BACKEND_UNAVAILABLE
  * (an explicit backend that cannot be used here; the message says why), OUT_OF_MEMORY
  * (the message gives the bytes asked for), CUDA. */
 GPURNN_API gpurnn_status gpurnn_model_create(const gpurnn_config *cfg, gpurnn_model **out);
@@ -297,9 +298,9 @@ GPURNN_API gpurnn_status gpurnn_sample(gpurnn_model *m, int32_t first_token, int
  * renamed over path, so a crash leaves either the old or the new file (temporary files
  * left by killed saves of the same path are removed by the next save). A symbolic link
  * at path is replaced, not followed.
- * Errors: INVALID_ARGUMENT, IO (names the path and the system's reason; an existing file
- * at path is left intact), NUMERIC (the model holds a value the loader would reject),
- * CUDA. */
+ * Errors: INVALID_ARGUMENT (NULL, or a max_seq_len above the format's limit of 2^24),
+ * IO (names the path and the system's reason; an existing file at path is left intact),
+ * NUMERIC (the model holds a value the loader would reject), CUDA. */
 GPURNN_API gpurnn_status gpurnn_model_save(const gpurnn_model *m, const char *path);
 
 /* Creates a model from a checkpoint on the given backend (AUTO, CPU or CUDA, whatever

@@ -53,6 +53,13 @@ enum {
     /* Attempts at a temporary file before giving up on a directory that keeps losing it
      * to concurrent cleaners (see create_temporary). */
     CKPT_TEMP_ATTEMPTS = 8,
+    /* The largest max_seq_len a checkpoint may hold (2^24). V, H and B are backed by the
+     * file's own size (it must hold P parameters and B*H state values), but max_seq_len
+     * is not: without a limit a tiny checksum-valid file could make the loader allocate
+     * (max_seq_len + 1) * B * H hidden-state values for max_seq_len up to 2^31 - 1, tens
+     * of GiB for B = H = 1. With it, the per-step buffers stay within 2^24 times the
+     * state the file holds (about 400 MiB for B = H = 1). */
+    CKPT_MAX_SEQ_LEN = 1 << 24,
 };
 
 /* Field offsets in the header; docs/checkpoint-format.md has the same table. */
@@ -467,9 +474,11 @@ static int header_validate(const ckpt_header *h, char *why, size_t cap)
                h->element_bytes, h->dtype == GPURNN_F64 ? "float64" : "float32", element_bytes);
     if (!dimension_ok("vocab_size", h->vocab_size, why, cap) ||
         !dimension_ok("hidden_size", h->hidden_size, why, cap) ||
-        !dimension_ok("batch_size", h->batch_size, why, cap) ||
-        !dimension_ok("max_seq_len", h->max_seq_len, why, cap))
+        !dimension_ok("batch_size", h->batch_size, why, cap))
         return 0;
+    if (h->max_seq_len < 1 || h->max_seq_len > CKPT_MAX_SEQ_LEN)
+        REJECT("max_seq_len %" PRIu32 " is outside [1, %d] (the format's limit)", h->max_seq_len,
+               CKPT_MAX_SEQ_LEN);
     if (h->reduction != GPURNN_LOSS_SUM && h->reduction != GPURNN_LOSS_MEAN)
         REJECT("loss reduction %" PRIu32 " is not 0 (sum) or 1 (mean)", h->reduction);
     if (!isfinite(h->init_scale) || h->init_scale < 0)
@@ -841,6 +850,12 @@ gpurnn_status gpurnn_model_save(const gpurnn_model *m, const char *path)
     if (!m) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: model is NULL", save_fn);
     if (!path) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: path is NULL", save_fn);
     if (!path[0]) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: path is empty", save_fn);
+    /* Refuse before touching any file what the loader would refuse. */
+    if (m->cfg.max_seq_len > CKPT_MAX_SEQ_LEN)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "%s: cannot save '%s': max_seq_len = %d is larger than the checkpoint "
+                           "format's limit %d",
+                           save_fn, show_path(path).text, m->cfg.max_seq_len, CKPT_MAX_SEQ_LEN);
 
     save_job job = {.path = path, .fd = -1};
     ckpt_scratch *scratch = gpurnn_malloc(sizeof *scratch);

@@ -1,3 +1,4 @@
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -5,6 +6,9 @@
 #include "bptt_plan.h"
 #include "error.h"
 #include "model.h"
+
+/* A bound on |gpurnn_normal()| (it never exceeds 8.58). */
+#define GPURNN_MAX_NORMAL_DRAW 9.0
 
 void gpurnn_config_init(gpurnn_config *cfg)
 {
@@ -87,6 +91,16 @@ gpurnn_status gpurnn_config_resolve(const gpurnn_config *in, gpurnn_config *out)
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "init_scale = %g must be finite and >= 0",
                            c.init_scale);
     if (c.init_scale == 0) c.init_scale = 0.01;
+    /* Weights are N(0,1) draws times init_scale; a draw (Box-Muller on 53-bit uniforms,
+     * rng.h) is at most sqrt(-2 ln 2^-53) < 8.6 in magnitude. A larger scale than this
+     * could give weights that are not finite in the dtype (and a float32 conversion out
+     * of range, which C leaves undefined). Found by fuzz/fuzz_api. */
+    const double limit = (c.dtype == GPURNN_F64 ? DBL_MAX : FLT_MAX) / GPURNN_MAX_NORMAL_DRAW;
+    if (c.init_scale > limit)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "init_scale = %g is too large for %s: N(0,1) * init_scale weights could "
+                           "overflow (the largest accepted is %g)",
+                           c.init_scale, c.dtype == GPURNN_F64 ? "float64" : "float32", limit);
     if (c.bptt_checkpoint_every < GPURNN_BPTT_KEEP_ALL)
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
                            "bptt_checkpoint_every = %d must be >= 1, 0 (automatic) or "

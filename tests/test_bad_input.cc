@@ -3,6 +3,7 @@
  * changes nothing: a snapshot of parameters, gradients and carried state taken before
  * the call equals the one after, bit for bit; output arguments are not written; the last
  * forward pass and the optimizer state survive. */
+#include <cfloat>
 #include <climits>
 #include <cmath>
 #include <cstring>
@@ -105,6 +106,9 @@ TEST_P(BadInputTest, ModelCreate)
         {"init_scale NaN", [](gpurnn_config &c) { c.init_scale = kNaN; }, "init_scale"},
         {"init_scale inf", [](gpurnn_config &c) { c.init_scale = kInf; }, "init_scale"},
         {"init_scale -inf", [](gpurnn_config &c) { c.init_scale = -kInf; }, "init_scale"},
+        /* finite, but N(0,1) * init_scale weights would overflow (found by fuzz/fuzz_api) */
+        {"init_scale 1e308", [](gpurnn_config &c) { c.init_scale = 1e308; }, "init_scale"},
+        {"init_scale DBL_MAX", [](gpurnn_config &c) { c.init_scale = DBL_MAX; }, "init_scale"},
         {"V = H = INT_MAX (parameter bytes overflow size_t)",
          [](gpurnn_config &c) { c.vocab_size = c.hidden_size = INT_MAX; }, ""},
         {"B = H = max_seq_len = INT_MAX (activation bytes overflow size_t)",
@@ -128,6 +132,32 @@ TEST_P(BadInputTest, ModelCreate)
     EXPECT_TRUE(failed_with(gpurnn_model_create(nullptr, &out), GPURNN_ERR_INVALID_ARGUMENT));
     EXPECT_EQ(out, nullptr);
     EXPECT_TRUE(failed_with(gpurnn_model_create(&cfg, nullptr), GPURNN_ERR_INVALID_ARGUMENT));
+}
+
+TEST_P(BadInputTest, InitScaleMustKeepWeightsFiniteInTheDtype)
+{
+    /* A finite init_scale whose N(0,1) * init_scale weights can overflow the dtype is
+     * refused (float32: 1e38 and 1e160, the value fuzz_api found); one just below the
+     * limit gives finite weights, and the same scales are fine for float64. */
+    for (double scale : {1e38, 1e160}) {
+        gpurnn_config cfg = make_config(backend(), GPURNN_F32, 5, 4, 2, 3, GPURNN_LOSS_SUM, 1, scale);
+        gpurnn_model *out = nullptr;
+        EXPECT_TRUE(failed_with(gpurnn_model_create(&cfg, &out), GPURNN_ERR_INVALID_ARGUMENT)) << scale;
+        EXPECT_NE(std::string(gpurnn_last_error()).find("init_scale"), std::string::npos) << gpurnn_last_error();
+        EXPECT_EQ(out, nullptr);
+    }
+    const struct {
+        gpurnn_dtype dt;
+        double scale;
+    } fine[] = {{GPURNN_F32, FLT_MAX / 9}, {GPURNN_F64, 1e38}, {GPURNN_F64, 1e160}, {GPURNN_F64, DBL_MAX / 9}};
+    for (const auto &f : fine) {
+        SCOPED_TRACE(f.scale);
+        /* a large model, so that the largest draws (|z| > 4) are among its weights */
+        ModelPtr m = create_model(make_config(backend(), f.dt, 64, 64, 1, 1, GPURNN_LOSS_SUM, 7, f.scale));
+        ASSERT_TRUE(m);
+        for (double p : get_params(m.get()))
+            ASSERT_TRUE(std::isfinite(p)) << p;
+    }
 }
 
 TEST_P(BadInputTest, ModelCreateOutOfMemory)

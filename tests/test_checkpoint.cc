@@ -450,6 +450,12 @@ TEST_P(CheckpointTest, BadHeaderFieldsBehindAValidChecksum)
         {"H = 2^31", [](std::vector<unsigned char> &b) { put_u32(b, OFF_H, 0x80000000u); }, ""},
         {"B = 0", [](std::vector<unsigned char> &b) { put_u32(b, OFF_B, 0); }, ""},
         {"max_seq_len = 0", [](std::vector<unsigned char> &b) { put_u32(b, OFF_MAXT, 0); }, ""},
+        /* max_seq_len is the one size no bytes of the file back: beyond the format's limit
+         * (2^24) it is refused rather than allocated (found by fuzz/fuzz_checkpoint_load) */
+        {"max_seq_len = 2^24 + 1",
+         [](std::vector<unsigned char> &b) { put_u32(b, OFF_MAXT, (1u << 24) + 1); }, "max_seq_len"},
+        {"max_seq_len = 2^31 - 1", [big](std::vector<unsigned char> &b) { put_u32(b, OFF_MAXT, (uint32_t)big); },
+         "max_seq_len"},
         {"reduction 2", [](std::vector<unsigned char> &b) { put_u32(b, OFF_RED, 2); }, ""},
         {"init_scale NaN", [](std::vector<unsigned char> &b) { put_value(b, OFF_INIT_SCALE, NAN, 8); }, ""},
         {"init_scale -1", [](std::vector<unsigned char> &b) { put_value(b, OFF_INIT_SCALE, -1.0, 8); }, ""},
@@ -572,6 +578,21 @@ TEST_P(CheckpointTest, IoErrors)
         EXPECT_TRUE(failed_with(gpurnn_model_save(r.m.get(), (file + "/inner.ckpt").c_str()), GPURNN_ERR_IO));
         EXPECT_EQ(read_file(file), (std::vector<unsigned char>{1, 2, 3}));
     }
+}
+
+TEST_P(CheckpointTest, SaveRefusesMaxSeqLenBeyondTheFormatsLimit)
+{
+    /* What the loader refuses (max_seq_len > 2^24), save refuses before touching a file. */
+    TempDir dir;
+    gpurnn_config cfg = make_config(backend(), GPURNN_F32, 1, 1, 1, (1 << 24) + 1);
+    ModelPtr m = create_model(cfg);
+    ASSERT_TRUE(m);
+    const std::string path = dir.file("long.ckpt");
+    const gpurnn_status st = gpurnn_model_save(m.get(), path.c_str());
+    const std::string msg = gpurnn_last_error();
+    EXPECT_EQ(st, GPURNN_ERR_INVALID_ARGUMENT) << gpurnn_status_string(st) << ": " << msg;
+    EXPECT_NE(msg.find("max_seq_len"), std::string::npos) << msg;
+    EXPECT_TRUE(dir.list().empty()) << "a refused save left a file behind";
 }
 
 TEST_P(CheckpointTest, FailedSaveLeavesTheExistingFileIntact)

@@ -1,0 +1,138 @@
+/* libFuzzer target: gpurnn_model_load on arbitrary bytes (CPU backend).
+ *
+ * Each input is written to a file and loaded. The loader must either return a model or
+ * fail with a known status and a message; it must never crash, leak, read out of bounds
+ * or allocate without bound. Because nearly every mutation breaks the CRC-64 and so
+ * stops at the checksum check, an input whose checksum is wrong is loaded a second time
+ * with the checksum repaired, which takes the fuzzer past it into the header and value
+ * checks and model creation.
+ *
+ * A model that loads is exercised a little, with invariants checked:
+ *  - it saves, and the saved file loads back to the same configuration, parameters,
+ *    carried state and optimizer state (byte for byte, apart from init_scale, which the
+ *    library canonicalises (0 means 0.01), and the checksum that covers it);
+ *  - forward, backward, clipping, an optimizer step of the file's kind and sampling
+ *    return known statuses, with a message on failure, and leave the parameters finite.
+ */
+#include "fuzz_common.h"
+
+enum { HEADER_BYTES = 104, TRAILER_BYTES = 8, OFF_INIT_SCALE = 48, OFF_OPT_STARTED = 56,
+       OFF_OPT_KIND = 60 };
+
+static uint32_t le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint8_t *read_file(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    FUZZ_CHECK(f != NULL, "cannot open %s", path);
+    FUZZ_CHECK(fseek(f, 0, SEEK_END) == 0, "cannot seek %s", path);
+    long n = ftell(f);
+    FUZZ_CHECK(n >= 0, "cannot size %s", path);
+    rewind(f);
+    uint8_t *buf = malloc((size_t)n + 1);
+    FUZZ_CHECK(buf != NULL, "out of memory in the harness");
+    FUZZ_CHECK(fread(buf, 1, (size_t)n, f) == (size_t)n, "cannot read %s", path);
+    fclose(f);
+    *size = (size_t)n;
+    return buf;
+}
+
+/* Runs a little training on a loaded model. */
+static void exercise(gpurnn_model *m, const uint8_t *data, size_t size)
+{
+    gpurnn_config cfg;
+    FUZZ_CHECK(gpurnn_model_config(m, &cfg) == GPURNN_OK, "model_config failed");
+    FUZZ_CHECK(gpurnn_model_backend(m) == GPURNN_BACKEND_CPU, "loaded on CPU, got %d",
+               (int)gpurnn_model_backend(m));
+    int T = cfg.max_seq_len < 3 ? cfg.max_seq_len : 3;
+    size_t n = (size_t)T * (size_t)cfg.batch_size;
+    if (n > 4096) return; /* the fuzzer's inputs are small; keep the run cheap */
+    int32_t *tok = malloc(2 * n * sizeof *tok);
+    FUZZ_CHECK(tok != NULL, "out of memory in the harness");
+    for (size_t i = 0; i < 2 * n; i++)
+        tok[i] = (int32_t)(data[(i * 7 + 13) % size] % (unsigned)cfg.vocab_size);
+
+    double loss = 0;
+    if (FUZZ_CALL(gpurnn_forward(m, tok, tok + n, T, &loss)) == GPURNN_OK) {
+        FUZZ_CHECK(isfinite(loss) && loss >= 0, "forward returned loss %g", loss);
+        if (FUZZ_CALL(gpurnn_backward(m)) == GPURNN_OK) {
+            double norm = 0;
+            FUZZ_CALL(gpurnn_clip_grad_norm(m, 1.0, &norm));
+            /* the optimizer state belongs to the file's kind once started */
+            uint32_t started = le32(data + OFF_OPT_STARTED);
+            gpurnn_optimizer opt = {0};
+            opt.kind = started ? (gpurnn_optimizer_kind)le32(data + OFF_OPT_KIND) : GPURNN_ADAM;
+            opt.learning_rate = 0.01;
+            opt.momentum = opt.kind == GPURNN_SGD ? 0.9 : 0;
+            gpurnn_status s = FUZZ_CALL(gpurnn_step(m, &opt));
+            FUZZ_CHECK(s == GPURNN_OK || s == GPURNN_ERR_NUMERIC,
+                       "step of the checkpoint's own kind %d failed with %s", (int)opt.kind,
+                       gpurnn_status_string(s));
+        }
+    }
+    fuzz_check_params_finite(m, "training a loaded model");
+    int32_t drawn[4];
+    if (FUZZ_CALL(gpurnn_sample(m, tok[0], 4, 0.7, 5, drawn)) == GPURNN_OK)
+        for (int i = 0; i < 4; i++)
+            FUZZ_CHECK(drawn[i] >= 0 && drawn[i] < cfg.vocab_size, "sampled token %d", drawn[i]);
+    free(tok);
+}
+
+/* Loads path; on success checks the round trip through save and exercises the model. */
+static void load_and_check(const char *path, const uint8_t *data, size_t size)
+{
+    gpurnn_model *m = NULL;
+    gpurnn_status s = FUZZ_CALL(gpurnn_model_load(path, GPURNN_BACKEND_CPU, &m));
+    if (s != GPURNN_OK) {
+        FUZZ_CHECK(m == NULL, "failed load set *out");
+        return;
+    }
+    FUZZ_CHECK(m != NULL, "successful load returned NULL");
+    FUZZ_CHECK(size >= HEADER_BYTES + TRAILER_BYTES, "a %zu-byte file loaded", size);
+    fuzz_check_params_finite(m, "load");
+
+    char saved[300];
+    snprintf(saved, sizeof saved, "%s/saved.ckpt", fuzz_scratch_dir());
+    s = FUZZ_CALL(gpurnn_model_save(m, saved));
+    FUZZ_CHECK(s == GPURNN_OK, "a model fresh from load cannot be saved: %s", gpurnn_last_error());
+    size_t out_size = 0;
+    uint8_t *out = read_file(saved, &out_size);
+    FUZZ_CHECK(out_size == size, "saved %zu bytes, loaded %zu", out_size, size);
+    for (size_t i = 0; i < size - TRAILER_BYTES; i++) {
+        if (i >= OFF_INIT_SCALE && i < OFF_INIT_SCALE + 8) continue;
+        FUZZ_CHECK(out[i] == data[i], "byte %zu differs after load + save: %02x, was %02x", i,
+                   out[i], data[i]);
+    }
+    free(out);
+
+    exercise(m, data, size);
+    gpurnn_model_destroy(m);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/input.ckpt", fuzz_scratch_dir());
+    fuzz_write_file(path, data, size);
+    load_and_check(path, data, size);
+
+    /* The same bytes with a correct checksum, when it was wrong. */
+    if (size >= HEADER_BYTES + TRAILER_BYTES) {
+        uint64_t crc = fuzz_crc64(data, size - TRAILER_BYTES);
+        uint8_t trailer[TRAILER_BYTES];
+        for (int i = 0; i < TRAILER_BYTES; i++) trailer[i] = (uint8_t)(crc >> (8 * i));
+        if (memcmp(trailer, data + size - TRAILER_BYTES, TRAILER_BYTES) != 0) {
+            uint8_t *fixed = malloc(size);
+            FUZZ_CHECK(fixed != NULL, "out of memory in the harness");
+            memcpy(fixed, data, size - TRAILER_BYTES);
+            memcpy(fixed + size - TRAILER_BYTES, trailer, TRAILER_BYTES);
+            fuzz_write_file(path, fixed, size);
+            load_and_check(path, fixed, size);
+            free(fixed);
+        }
+    }
+    return 0;
+}
