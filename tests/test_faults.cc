@@ -74,35 +74,6 @@ gpurnn_status with_failing_device_call(long long n, const std::function<gpurnn_s
 }
 #endif
 
-/* Everything a failed call must leave alone, optimizer state and step count included
- * (through the bytes of a checkpoint, which hold them). */
-struct FullState {
-    Snapshot snap;
-    std::vector<unsigned char> checkpoint;
-};
-
-FullState full_state(const gpurnn_model *m, const TempDir &dir)
-{
-    FullState f;
-    f.snap = Snapshot::take(m);
-    const std::string path = dir.file("state-probe.ckpt");
-    const gpurnn_status st = gpurnn_model_save(m, path.c_str());
-    if (st != GPURNN_OK)
-        ADD_FAILURE() << "probe save: " << gpurnn_last_error();
-    f.checkpoint = read_file(path);
-    std::remove(path.c_str());
-    return f;
-}
-
-::testing::AssertionResult same_full_state(const FullState &got, const FullState &want)
-{
-    auto r = snapshots_equal(got.snap, want.snap);
-    if (!r)
-        return r;
-    if (got.checkpoint != want.checkpoint)
-        return ::testing::AssertionFailure() << "the optimizer state or step count changed (checkpoint bytes differ)";
-    return ::testing::AssertionSuccess();
-}
 
 }  // namespace
 
@@ -199,7 +170,7 @@ protected:
             RandomModel r = trained(dir);
             if (!r.m)
                 return -1;
-            const FullState before = full_state(r.m.get(), dir);
+            const FullState before = FullState::take(r.m.get(), dir);
             if (prepare)
                 prepare(r.m.get(), dir);
             bool fired = false;
@@ -214,7 +185,7 @@ protected:
             }
             EXPECT_TRUE(failed_with(st, GPURNN_ERR_OUT_OF_MEMORY)) << msg;
             EXPECT_GT(largest_byte_count(msg), 0u) << "the message should give the bytes asked for: " << msg;
-            EXPECT_TRUE(same_full_state(full_state(r.m.get(), dir), before));
+            EXPECT_TRUE(full_states_equal(FullState::take(r.m.get(), dir), before));
             expect_usable(r.m.get());
             if (n > 10000) {
                 ADD_FAILURE() << "more than 10000 allocations";

@@ -36,35 +36,6 @@ std::string describe(int V, int H, size_t i)
     return "?";
 }
 
-/* Everything a failed call must leave alone: parameters, gradients, carried state, and the
- * optimizer state with its kind and step count (through a checkpoint's bytes). */
-struct FullState {
-    Snapshot snap;
-    std::vector<unsigned char> checkpoint;
-};
-
-FullState full_state(const gpurnn_model *m, const TempDir &dir)
-{
-    FullState f;
-    f.snap = Snapshot::take(m);
-    const std::string path = dir.file("probe.ckpt");
-    const gpurnn_status st = gpurnn_model_save(m, path.c_str());
-    if (st != GPURNN_OK)
-        ADD_FAILURE() << "probe save: " << gpurnn_last_error();
-    f.checkpoint = read_file(path);
-    std::remove(path.c_str());
-    return f;
-}
-
-::testing::AssertionResult unchanged(const FullState &got, const FullState &want)
-{
-    auto r = snapshots_equal(got.snap, want.snap);
-    if (!r)
-        return r;
-    if (got.checkpoint != want.checkpoint)
-        return ::testing::AssertionFailure() << "the optimizer state or its step count changed (checkpoint bytes differ)";
-    return ::testing::AssertionSuccess();
-}
 
 ::testing::AssertionResult mentions(const std::string &msg, const std::string &word)
 {
@@ -123,7 +94,7 @@ TEST_P(NumericFaultTest, HugeFiniteParametersOverflowTheFloat32Loss)
     ASSERT_TRUE(r.m);
     gpurnn_model *m = r.m.get();
     ASSERT_EQ(gpurnn_params_set(m, params.data(), params.size()), GPURNN_OK) << gpurnn_last_error();
-    const FullState before = full_state(m, dir);
+    const FullState before = FullState::take(m, dir);
     double loss = -123.0;
     const gpurnn_status st = gpurnn_forward(m, in.data(), tg.data(), T, &loss);
     const std::string msg = gpurnn_last_error();
@@ -131,7 +102,7 @@ TEST_P(NumericFaultTest, HugeFiniteParametersOverflowTheFloat32Loss)
     EXPECT_TRUE(mentions(msg, "loss"));
     EXPECT_TRUE(mentions(msg, "Why[0, 0]"));
     EXPECT_EQ(loss, -123.0) << "*loss was written by a failed forward";
-    EXPECT_TRUE(unchanged(full_state(m, dir), before));
+    EXPECT_TRUE(full_states_equal(FullState::take(m, dir), before));
     EXPECT_TRUE(failed_with(gpurnn_backward(m), GPURNN_ERR_INVALID_STATE)) << "a failed forward leaves nothing to backpropagate";
 
     /* sampling from the same parameters: NUMERIC, naming the logit and the tensor */
@@ -139,12 +110,12 @@ TEST_P(NumericFaultTest, HugeFiniteParametersOverflowTheFloat32Loss)
     const gpurnn_status ss = gpurnn_sample(m, 0, 4, 1.0, 3, out);
     EXPECT_TRUE(failed_with(ss, GPURNN_ERR_NUMERIC));
     EXPECT_TRUE(mentions(gpurnn_last_error(), "Why[0, 0]"));
-    EXPECT_TRUE(unchanged(full_state(m, dir), before));
+    EXPECT_TRUE(full_states_equal(FullState::take(m, dir), before));
 
     /* gradcheck: NUMERIC, and the model as it was */
     gpurnn_gradcheck_result res;
     EXPECT_TRUE(failed_with(gpurnn_gradcheck(m, in.data(), tg.data(), T, 1e-3, 2, 1, &res), GPURNN_ERR_NUMERIC));
-    EXPECT_TRUE(unchanged(full_state(m, dir), before));
+    EXPECT_TRUE(full_states_equal(FullState::take(m, dir), before));
 
     /* float64, same parameters: finite */
     RandomModel r64 = training(GPURNN_F64, V, H, B, T, GPURNN_ADAM, 601);
@@ -200,17 +171,17 @@ TEST_P(NumericFaultTest, NonFiniteGradientsAreRefusedByClipAndStep)
             ASSERT_LT(first_bad, g.size()) << "test setup: backward should leave a non-finite gradient";
             const std::string bad_name = describe(V, H, first_bad);
 
-            const FullState before = full_state(m, dir);
+            const FullState before = FullState::take(m, dir);
             double norm = -5;
             EXPECT_TRUE(failed_with(gpurnn_clip_grad_norm(m, 1.0, &norm), GPURNN_ERR_NUMERIC));
             EXPECT_TRUE(mentions(gpurnn_last_error(), bad_name));
             EXPECT_EQ(norm, -5.0) << "norm_before was written by a failed call";
-            EXPECT_TRUE(unchanged(full_state(m, dir), before));
+            EXPECT_TRUE(full_states_equal(FullState::take(m, dir), before));
 
             const gpurnn_optimizer o = make_optimizer(kind, 0.01, kind == GPURNN_SGD ? 0.9 : 0.0);
             EXPECT_TRUE(failed_with(gpurnn_step(m, &o), GPURNN_ERR_NUMERIC));
             EXPECT_TRUE(mentions(gpurnn_last_error(), bad_name));
-            EXPECT_TRUE(unchanged(full_state(m, dir), before));
+            EXPECT_TRUE(full_states_equal(FullState::take(m, dir), before));
 
             /* back to the sane parameters and the twin's gradients: the next step must
              * give the twin's result bit for bit (same optimizer state, same t) */
@@ -225,7 +196,7 @@ TEST_P(NumericFaultTest, NonFiniteGradientsAreRefusedByClipAndStep)
             }
             EXPECT_TRUE(bit_equal(get_params(m), get_params(twin.m.get())))
                 << "the failed calls changed the optimizer state";
-            EXPECT_EQ(full_state(m, dir).checkpoint, full_state(twin.m.get(), dir).checkpoint);
+            EXPECT_EQ(FullState::take(m, dir).checkpoint, FullState::take(twin.m.get(), dir).checkpoint);
         }
     }
 }
@@ -269,10 +240,10 @@ TEST_P(NumericFaultTest, OverflowingUpdateChangesNothing)
             p[imax] = delta > 0 ? top : -top;
             ASSERT_EQ(gpurnn_params_set(m, p.data(), p.size()), GPURNN_OK) << gpurnn_last_error();
             const gpurnn_optimizer o = make_optimizer(kind, lr, kind == GPURNN_SGD ? 0.9 : 0.0);
-            const FullState before = full_state(m, dir);
+            const FullState before = FullState::take(m, dir);
             EXPECT_TRUE(failed_with(gpurnn_step(m, &o), GPURNN_ERR_NUMERIC));
             EXPECT_TRUE(mentions(gpurnn_last_error(), describe(V, H, imax)));
-            EXPECT_TRUE(unchanged(full_state(m, dir), before));
+            EXPECT_TRUE(full_states_equal(FullState::take(m, dir), before));
         }
     }
 }
@@ -294,10 +265,10 @@ TEST_P(NumericFaultTest, ParamsSetRefusesWhatTheDtypeCannotHold)
         for (double bad : bads) {
             std::vector<double> p = r.params;
             p[at] = bad;
-            const FullState before = full_state(r.m.get(), dir);
+            const FullState before = FullState::take(r.m.get(), dir);
             EXPECT_TRUE(failed_with(gpurnn_params_set(r.m.get(), p.data(), p.size()), GPURNN_ERR_INVALID_ARGUMENT));
             EXPECT_TRUE(mentions(gpurnn_last_error(), "Whh[1, 2]"));
-            EXPECT_TRUE(unchanged(full_state(r.m.get(), dir), before));
+            EXPECT_TRUE(full_states_equal(FullState::take(r.m.get(), dir), before));
         }
         /* the largest finite value of the dtype is accepted */
         std::vector<double> p = r.params;

@@ -380,4 +380,28 @@ std::string backend_param_name(const ::testing::TestParamInfo<gpurnn_backend> &i
     return backend_label(info.param);
 }
 
+
+FullState FullState::take(const gpurnn_model *m, const TempDir &dir)
+{
+    FullState f;
+    f.snap = Snapshot::take(m);
+    const std::string path = dir.file("full-state-probe.ckpt");
+    const gpurnn_status st = gpurnn_model_save(m, path.c_str());
+    if (st != GPURNN_OK)
+        ADD_FAILURE() << "probe save: " << gpurnn_last_error();
+    f.checkpoint = read_file(path);
+    std::remove(path.c_str());
+    return f;
+}
+
+::testing::AssertionResult full_states_equal(const FullState &got, const FullState &want)
+{
+    auto r = snapshots_equal(got.snap, want.snap);
+    if (!r)
+        return r;
+    if (got.checkpoint != want.checkpoint)
+        return ::testing::AssertionFailure() << "the optimizer state or its step count changed (checkpoint bytes differ)";
+    return ::testing::AssertionSuccess();
+}
+
 }  // namespace gt

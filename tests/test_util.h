@@ -111,6 +111,15 @@ private:
     std::string path_;
 };
 
+/* Everything a failed call must leave alone, optimizer state and step count included
+ * (through the bytes of a checkpoint, which hold them; the probe file in dir is removed). */
+struct FullState {
+    Snapshot snap;
+    std::vector<unsigned char> checkpoint;
+    static FullState take(const gpurnn_model *m, const TempDir &dir);
+};
+::testing::AssertionResult full_states_equal(const FullState &got, const FullState &want);
+
 std::vector<unsigned char> read_file(const std::string &path);
 void write_file(const std::string &path, const std::vector<unsigned char> &bytes);
 
