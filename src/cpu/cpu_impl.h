@@ -59,6 +59,7 @@ typedef struct {
     int chunk_steps;        /* time steps per output-layer chunk */
     REAL *logits;           /* (chunk_steps*B, V): logits, then dY */
     REAL *dh;               /* (chunk_steps*B, H): dh_out, then dz */
+    REAL *dh_alt;           /* the same, a second one for the pipelined backward (full history) */
     REAL *dh_next;          /* (B, H) */
     REAL *ones;             /* (chunk_steps*B) for column sums through gemv */
     double *row_loss;       /* (chunk_steps*B) */
@@ -96,7 +97,7 @@ static void FN(destroy)(void *ctx)
     if (!c) return;
     void *owned[] = {c->params,  c->grads,   c->opt0,     c->opt1,       c->state, c->wxh_t,
                      c->hs,      c->ckpts,   c->window,   c->inputs,     c->targets,
-                     c->row_lse, c->logits,  c->dh,       c->dh_next,    c->ones,
+                     c->row_lse, c->logits,  c->dh,  c->dh_alt,  c->dh_next,    c->ones,
                      c->row_loss, c->block_sums, c->sample_h, c->sample_y, c->sample_logits};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) gpurnn_aligned_free(owned[i]);
     gpurnn_free(c);
@@ -143,6 +144,7 @@ static gpurnn_status FN(create)(const gpurnn_config *cfg, void **out)
         {(void **)&c->row_lse, T * B, sizeof(double), "output log-sum-exps", A},
         {(void **)&c->logits, rows * V, sizeof(REAL), "output chunk", A},
         {(void **)&c->dh, rows * H, sizeof(REAL), "hidden gradient chunk", A},
+        {(void **)&c->dh_alt, keep_all ? rows * H : 0, sizeof(REAL), "second hidden gradient chunk", A},
         {(void **)&c->dh_next, B * H, sizeof(REAL), "recurrent gradient", A},
         {(void **)&c->ones, rows, sizeof(REAL), "ones", A},
         {(void **)&c->row_loss, rows, sizeof(double), "row losses", A},
@@ -321,13 +323,60 @@ static const REAL *FN(states_for_backward)(cpu_ctx *c, int t0, int t1)
     return c->window_first + (size_t)(t0 - c->window_lo) * step;
 }
 
-static gpurnn_status FN(forward)(void *ctx, const int32_t *inputs, const int32_t *targets, int T,
-                                 double *loss)
+/* With one recurrence slice (B = 1, or small B*H*H) the time loop leaves every thread but
+ * one idle, while the output layer's GEMMs do not depend on it: with two threads or more,
+ * the full history and at least two chunks, one thread runs the recurrence through a
+ * chunk while another does the output layer of the chunk beside it (pipelined()).
+ * The GEMMs then run on one thread. OpenBLAS's results depend on its thread count, so
+ * whenever the pipeline could run (single_slice_threads()) every GEMM of the pass runs on
+ * one thread, pipelined or not: a checkpointed run (never pipelined) or a one-chunk call
+ * computes the same bits as the pipelined full history (tests/test_bptt_checkpoint.cc). */
+static int FN(single_slice_threads)(const cpu_ctx *c)
 {
-    cpu_ctx *c = ctx;
+    return FN(recurrence_slices)(c) == 1 && omp_get_max_threads() >= 2;
+}
+
+static int FN(pipelined)(const cpu_ctx *c, int T)
+{
+    return c->ckpt_every == GPURNN_BPTT_KEEP_ALL && FN(single_slice_threads)(c) && T > c->chunk_steps;
+}
+
+/* The output layer and softmax cross-entropy of rows (h: (rows, H), the states of steps
+ * t0..): stores each row's log-sum-exp and returns the rows' summed loss, in row order. */
+static double FN(output_loss)(cpu_ctx *c, const REAL *h, int t0, int rows)
+{
+    const int V = c->V;
+    const REAL *by = BY(c->params, c);
+    FN(output_product)(c, h, rows);
+    const int32_t *tgt = c->targets + (size_t)t0 * c->B;
+    double *lse_out = c->row_lse + (size_t)t0 * c->B;
+#pragma omp parallel for schedule(static) if ((size_t)rows * V >= GPURNN_CPU_PARALLEL_MIN)
+    for (int r = 0; r < rows; r++) {
+        REAL *y = c->logits + (size_t)r * V;
+        REAL max = y[0] + by[0];
+        for (int v = 0; v < V; v++) {
+            y[v] += by[v];
+            if (y[v] > max) max = y[v];
+        }
+        const REAL y_target = y[tgt[r]];
+        /* the exponentials in place (a vector loop), then their sum in order */
+        for (int v = 0; v < V; v++) y[v] = EXP_NONPOSITIVE(y[v] - max);
+        double sum = 0;
+        for (int v = 0; v < V; v++) sum += (double)y[v];
+        double lse = (double)max + log(sum);
+        lse_out[r] = lse;
+        c->row_loss[r] = lse - (double)y_target;
+    }
+    double total = 0;
+    for (int r = 0; r < rows; r++) total += c->row_loss[r];
+    return total;
+}
+
+static gpurnn_status FN(forward_pass)(cpu_ctx *c, const int32_t *inputs, const int32_t *targets, int T,
+                                      int pipelined, double *loss)
+{
     const int V = c->V, B = c->B, k = c->ckpt_every;
     const size_t step = (size_t)B * c->H;
-    const REAL *by = BY(c->params, c);
     memcpy(c->inputs, inputs, (size_t)T * B * sizeof(int32_t));
     memcpy(c->targets, targets, (size_t)T * B * sizeof(int32_t));
     c->T = T;
@@ -339,48 +388,48 @@ static gpurnn_status FN(forward)(void *ctx, const int32_t *inputs, const int32_t
     for (int i = 0; i < c->H; i++)
         for (int v = 0; v < V; v++) c->wxh_t[(size_t)v * c->H + i] = Wxh[(size_t)i * V + v];
 
-    /* Chunk by chunk: the recurrence through the chunk, then its output layer. */
     double total = 0;
     const REAL *last = c->state; /* state t0 */
-    REAL *states = NULL;
-    for (int t0 = 0; t0 < T; t0 += c->chunk_steps) {
-        int steps = T - t0 < c->chunk_steps ? T - t0 : c->chunk_steps;
-        int rows = steps * B;
-        states = FN(states_from)(c, t0);
-        if (states != last) memmove(states, last, step * sizeof(REAL));
-        FN(run_recurrence)(c, states, c->inputs + (size_t)t0 * B, steps);
-        last = states + (size_t)steps * step;
-        if (k != GPURNN_BPTT_KEEP_ALL)
-            for (int j = (t0 + k - 1) / k * k; j <= t0 + steps; j += k)
-                memcpy(c->ckpts + (size_t)(j / k) * step, states + (size_t)(j - t0) * step,
-                       step * sizeof(REAL));
-
-        FN(output_product)(c, states + step, rows);
-        const int32_t *tgt = c->targets + (size_t)t0 * B;
-        double *lse_out = c->row_lse + (size_t)t0 * B;
-#pragma omp parallel for schedule(static) if ((size_t)rows * V >= GPURNN_CPU_PARALLEL_MIN)
-        for (int r = 0; r < rows; r++) {
-            REAL *y = c->logits + (size_t)r * V;
-            REAL max = y[0] + by[0];
-            for (int v = 0; v < V; v++) {
-                y[v] += by[v];
-                if (y[v] > max) max = y[v];
+    if (pipelined) {
+        /* Stage s: one thread runs the recurrence through chunk s while another runs the
+         * output layer of chunk s-1, whose states are done (the full history keeps
+         * both). The chunks' losses are summed in the same order as below. */
+        const int C = c->chunk_steps, chunks = (T + C - 1) / C;
+        memcpy(c->hs, c->state, step * sizeof(REAL));
+        for (int s = 0; s <= chunks; s++) {
+#pragma omp parallel num_threads(2)
+            {
+                const int id = omp_get_thread_num(), alone = omp_get_num_threads() == 1;
+                if (id == 0 && s < chunks) {
+                    const int t0 = s * C, steps = T - t0 < C ? T - t0 : C;
+                    FN(run_recurrence)(c, c->hs + (size_t)t0 * step, c->inputs + (size_t)t0 * B, steps);
+                }
+                if ((id == 1 || alone) && s > 0) {
+                    const int t0 = (s - 1) * C, steps = T - t0 < C ? T - t0 : C;
+                    total += FN(output_loss)(c, c->hs + (size_t)(t0 + 1) * step, t0, steps * B);
+                }
             }
-            const REAL y_target = y[tgt[r]];
-            /* the exponentials in place (a vector loop), then their sum in order */
-            for (int v = 0; v < V; v++) y[v] = EXP_NONPOSITIVE(y[v] - max);
-            double sum = 0;
-            for (int v = 0; v < V; v++) sum += (double)y[v];
-            double lse = (double)max + log(sum);
-            lse_out[r] = lse;
-            c->row_loss[r] = lse - (double)y_target;
         }
-        for (int r = 0; r < rows; r++) total += c->row_loss[r];
-        if (t0 + steps == T && k != GPURNN_BPTT_KEEP_ALL) {
-            /* backward starts with this chunk: its states need no recomputation */
-            c->window_first = states;
-            c->window_lo = t0;
-            c->window_hi = T;
+        last = c->hs + (size_t)T * step;
+    } else {
+        /* Chunk by chunk: the recurrence through the chunk, then its output layer. */
+        for (int t0 = 0; t0 < T; t0 += c->chunk_steps) {
+            int steps = T - t0 < c->chunk_steps ? T - t0 : c->chunk_steps;
+            REAL *states = FN(states_from)(c, t0);
+            if (states != last) memmove(states, last, step * sizeof(REAL));
+            FN(run_recurrence)(c, states, c->inputs + (size_t)t0 * B, steps);
+            last = states + (size_t)steps * step;
+            if (k != GPURNN_BPTT_KEEP_ALL)
+                for (int j = (t0 + k - 1) / k * k; j <= t0 + steps; j += k)
+                    memcpy(c->ckpts + (size_t)(j / k) * step, states + (size_t)(j - t0) * step,
+                           step * sizeof(REAL));
+            total += FN(output_loss)(c, states + step, t0, steps * B);
+            if (t0 + steps == T && k != GPURNN_BPTT_KEEP_ALL) {
+                /* backward starts with this chunk: its states need no recomputation */
+                c->window_first = states;
+                c->window_lo = t0;
+                c->window_hi = T;
+            }
         }
     }
     if (c->reduction == GPURNN_LOSS_MEAN) total /= (double)T * (double)B;
@@ -392,6 +441,17 @@ static gpurnn_status FN(forward)(void *ctx, const int32_t *inputs, const int32_t
     memcpy(c->state, last, step * sizeof(REAL));
     *loss = total;
     return GPURNN_OK;
+}
+
+static gpurnn_status FN(forward)(void *ctx, const int32_t *inputs, const int32_t *targets, int T,
+                                 double *loss)
+{
+    cpu_ctx *c = ctx;
+    const int pipelined = FN(pipelined)(c, T), saved_threads = omp_get_max_threads();
+    if (FN(single_slice_threads)(c)) omp_set_num_threads(1);
+    gpurnn_status s = FN(forward_pass)(c, inputs, targets, T, pipelined, loss);
+    omp_set_num_threads(saved_threads);
+    return s;
 }
 
 /* dWxh[:, x_r] += dz_r for every row, in row order: a scatter-add by token that gives the
@@ -415,83 +475,138 @@ static void FN(scatter_input_gradient)(const cpu_ctx *c, const REAL *dz, const i
 
 /* dz_t = (1 - h_t^2) ⊙ (dh_out_t + dh_next) for the chunk's steps s = steps-1 .. 0
  * (h: the chunk's (steps, B, H) states h_t0..) and sequences [b0, b1), in place over
- * dh_out, carrying dh_next = Whh^T dz_t to the step before; none leaves step 0 of the
- * sequence (first_step). */
-static void FN(backward_recurrence)(const cpu_ctx *c, const REAL *h, int steps, int first_step,
-                                    int b0, int b1)
+ * dz (which holds dh_out), carrying dh_next = Whh^T dz_t to the step before; none leaves
+ * step 0 of the sequence (first_step). */
+static void FN(backward_recurrence)(const cpu_ctx *c, REAL *dz_chunk, const REAL *h, int steps,
+                                    int first_step, int b0, int b1)
 {
     const int H = c->H;
     const size_t step = (size_t)c->B * H;
     const size_t first = (size_t)b0 * H, count = (size_t)(b1 - b0) * H;
     REAL *dh_next = c->dh_next + first;
     for (int s = steps - 1; s >= 0; s--) {
-        REAL *dz = c->dh + (size_t)s * step + first;
+        REAL *dz = dz_chunk + (size_t)s * step + first;
         const REAL *ht = h + (size_t)s * step + first;
         for (size_t i = 0; i < count; i++) dz[i] = FN_TANH_BACKWARD(ht[i], dz[i] + dh_next[i]);
         if (!(first_step && s == 0)) FN(recurrent_product_backward)(c, dz, dh_next, b1 - b0);
     }
 }
 
-static gpurnn_status FN(backward)(void *ctx)
+/* backward_recurrence over the whole batch, each thread on its slice as in forward. */
+static void FN(run_backward_recurrence)(const cpu_ctx *c, REAL *dz, const REAL *h, int steps, int first_step)
 {
-    cpu_ctx *c = ctx;
-    const int V = c->V, H = c->H, B = c->B, T = c->T;
-    const size_t step = (size_t)B * H;
-    const REAL *Why = WHY(c->params, c), *by = BY(c->params, c);
-    REAL *dWxh = WXH(c->grads, c), *dWhh = WHH(c->grads, c), *dWhy = WHY(c->grads, c);
-    REAL *dbh = BH(c->grads, c), *dby = BY(c->grads, c);
-    const REAL scale = c->reduction == GPURNN_LOSS_MEAN ? (REAL)(1.0 / ((double)T * B)) : (REAL)1;
-    memset(c->dh_next, 0, step * sizeof(REAL));
     const int slices = FN(recurrence_slices)(c);
+    const int saved_threads = FN(enter_serial_blas)();
+    if (slices == 1) {
+        FN(backward_recurrence)(c, dz, h, steps, first_step, 0, c->B);
+    } else {
+#pragma omp parallel num_threads(slices)
+        {
+            int b0, b1;
+            FN(batch_slice)(c, &b0, &b1);
+            FN(backward_recurrence)(c, dz, h, steps, first_step, b0, b1);
+        }
+    }
+    omp_set_num_threads(saved_threads);
+}
+
+/* The output layer's backward for rows (h: (rows, H), the states of steps t0..):
+ * dY (rows, V) = softmax(Y) - onehot(target), times 1/(T*B) for MEAN, from the logits
+ * recomputed and the stored log-sum-exps; dby += colsum(dY); dWhy (V, H) += dY^T · h;
+ * dh_out (rows, H) = dY · Why into dz. */
+static void FN(output_backward)(cpu_ctx *c, const REAL *h, int t0, int rows, REAL *dz)
+{
+    const int V = c->V, H = c->H;
+    const REAL *Why = WHY(c->params, c), *by = BY(c->params, c);
+    REAL *dWhy = WHY(c->grads, c), *dby = BY(c->grads, c);
+    const REAL scale =
+        c->reduction == GPURNN_LOSS_MEAN ? (REAL)(1.0 / ((double)c->T * c->B)) : (REAL)1;
+    const int32_t *tgt = c->targets + (size_t)t0 * c->B;
+    const double *lse = c->row_lse + (size_t)t0 * c->B;
+    FN(output_product)(c, h, rows);
+#pragma omp parallel for schedule(static) if ((size_t)rows * V >= GPURNN_CPU_PARALLEL_MIN)
+    for (int r = 0; r < rows; r++) {
+        REAL *y = c->logits + (size_t)r * V;
+        REAL shift = (REAL)lse[r];
+        for (int v = 0; v < V; v++) y[v] = EXP_NONPOSITIVE(y[v] + by[v] - shift) * scale;
+        y[tgt[r]] -= scale;
+    }
+    CBLAS_GEMV(CblasRowMajor, CblasTrans, rows, V, 1, c->logits, V, c->ones, 1, 1, dby, 1);
+    CBLAS_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, V, H, rows, 1, c->logits, V, h, H, 1, dWhy, H);
+    CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, H, V, 1, c->logits, V, Why, H, 0, dz, H);
+}
+
+/* The recurrence's weight gradients from a chunk's dz (rows, H) and the states before
+ * (h_prev: (rows, H)): dWhh (H, H) += dZ^T · h_prev; dbh += colsum(dZ); dWxh[:, x] += dz. */
+static void FN(recurrence_weight_grads)(cpu_ctx *c, const REAL *dz, const REAL *h_prev, int t0, int rows)
+{
+    const int H = c->H;
+    CBLAS_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, H, H, rows, 1, dz, H, h_prev, H, 1,
+               WHH(c->grads, c), H);
+    CBLAS_GEMV(CblasRowMajor, CblasTrans, rows, H, 1, dz, H, c->ones, 1, 1, BH(c->grads, c), 1);
+    FN(scatter_input_gradient)(c, dz, c->inputs + (size_t)t0 * c->B, rows, WXH(c->grads, c));
+}
+
+static void FN(backward_pass)(cpu_ctx *c, int pipelined)
+{
+    const int B = c->B, T = c->T, C = c->chunk_steps;
+    const size_t step = (size_t)B * c->H;
+    memset(c->dh_next, 0, step * sizeof(REAL));
+    const int chunks = (T + C - 1) / C;
+#define CHUNK_T0(i) ((i) * C)
+#define CHUNK_STEPS(i) (T - (i) * C < C ? T - (i) * C : C)
+
+    if (pipelined) {
+        /* Stage i: one thread runs the recurrence backwards through chunk i while another
+         * adds the weight gradients of chunk i+1 (done at stage i+1) and then does the
+         * output layer of chunk i-1, each into the other of two dz buffers. Every sum
+         * over chunks still runs from the last chunk to the first. */
+        REAL *dz[2] = {c->dh, c->dh_alt};
+        const int last = chunks - 1;
+        FN(output_backward)(c, c->hs + (size_t)(CHUNK_T0(last) + 1) * step, CHUNK_T0(last),
+                            CHUNK_STEPS(last) * B, dz[last & 1]);
+        for (int i = last; i >= 0; i--) {
+#pragma omp parallel num_threads(2)
+            {
+                const int id = omp_get_thread_num(), alone = omp_get_num_threads() == 1;
+                if (id == 0)
+                    FN(run_backward_recurrence)(c, dz[i & 1], c->hs + (size_t)(CHUNK_T0(i) + 1) * step,
+                                                CHUNK_STEPS(i), i == 0);
+                if (id == 1 || alone) {
+                    if (i < last)
+                        FN(recurrence_weight_grads)(c, dz[(i + 1) & 1], c->hs + (size_t)CHUNK_T0(i + 1) * step,
+                                                    CHUNK_T0(i + 1), CHUNK_STEPS(i + 1) * B);
+                    if (i > 0)
+                        FN(output_backward)(c, c->hs + (size_t)(CHUNK_T0(i - 1) + 1) * step, CHUNK_T0(i - 1),
+                                            CHUNK_STEPS(i - 1) * B, dz[(i - 1) & 1]);
+                }
+            }
+        }
+        FN(recurrence_weight_grads)(c, dz[0], c->hs, 0, CHUNK_STEPS(0) * B);
+        return;
+    }
 
     /* Chunks of time from the last to the first, so the recurrence runs backwards through
      * each chunk right after its output-layer gradients are known. */
-    int last_t0 = ((T - 1) / c->chunk_steps) * c->chunk_steps;
-    for (int t0 = last_t0; t0 >= 0; t0 -= c->chunk_steps) {
-        int steps = T - t0 < c->chunk_steps ? T - t0 : c->chunk_steps;
-        int rows = steps * B;
+    for (int i = chunks - 1; i >= 0; i--) {
+        const int t0 = CHUNK_T0(i), steps = CHUNK_STEPS(i);
         const REAL *h_prev = FN(states_for_backward)(c, t0, t0 + steps); /* (rows, H): h_{t0-1} .. */
         const REAL *h = h_prev + step;                                    /* (rows, H): h_t0 .. */
-        const int32_t *tgt = c->targets + (size_t)t0 * B;
-        const double *lse = c->row_lse + (size_t)t0 * B;
-
-        /* dY (rows, V) = softmax(Y) - onehot(target), times 1/(T*B) for MEAN */
-        FN(output_product)(c, h, rows);
-#pragma omp parallel for schedule(static) if ((size_t)rows * V >= GPURNN_CPU_PARALLEL_MIN)
-        for (int r = 0; r < rows; r++) {
-            REAL *y = c->logits + (size_t)r * V;
-            REAL shift = (REAL)lse[r];
-            for (int v = 0; v < V; v++) y[v] = EXP_NONPOSITIVE(y[v] + by[v] - shift) * scale;
-            y[tgt[r]] -= scale;
-        }
-        /* dby += colsum(dY); dWhy (V, H) += dY^T · h; dh_out (rows, H) = dY · Why */
-        CBLAS_GEMV(CblasRowMajor, CblasTrans, rows, V, 1, c->logits, V, c->ones, 1, 1, dby, 1);
-        CBLAS_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, V, H, rows, 1, c->logits, V, h, H, 1,
-                   dWhy, H);
-        CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, H, V, 1, c->logits, V, Why, H,
-                   0, c->dh, H);
-
-        /* The recurrence: dz_t = (1 - h_t^2) ⊙ (dh_out_t + dh_next), in place over dh_out,
-         * each thread on its slice of the batch as in the forward pass. */
-        const int saved_threads = FN(enter_serial_blas)();
-        if (slices == 1) {
-            FN(backward_recurrence)(c, h, steps, t0 == 0, 0, B);
-        } else {
-#pragma omp parallel num_threads(slices)
-            {
-                int b0, b1;
-                FN(batch_slice)(c, &b0, &b1);
-                FN(backward_recurrence)(c, h, steps, t0 == 0, b0, b1);
-            }
-        }
-        omp_set_num_threads(saved_threads);
-
-        /* dWhh (H, H) += dZ^T · h_prev; dbh += colsum(dZ); dWxh[:, x] += dz */
-        CBLAS_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, H, H, rows, 1, c->dh, H, h_prev, H, 1,
-                   dWhh, H);
-        CBLAS_GEMV(CblasRowMajor, CblasTrans, rows, H, 1, c->dh, H, c->ones, 1, 1, dbh, 1);
-        FN(scatter_input_gradient)(c, c->dh, c->inputs + (size_t)t0 * B, rows, dWxh);
+        FN(output_backward)(c, h, t0, steps * B, c->dh);
+        FN(run_backward_recurrence)(c, c->dh, h, steps, t0 == 0);
+        FN(recurrence_weight_grads)(c, c->dh, h_prev, t0, steps * B);
     }
+#undef CHUNK_T0
+#undef CHUNK_STEPS
+}
+
+static gpurnn_status FN(backward)(void *ctx)
+{
+    cpu_ctx *c = ctx;
+    const int pipelined = FN(pipelined)(c, c->T), saved_threads = omp_get_max_threads();
+    if (FN(single_slice_threads)(c)) omp_set_num_threads(1);
+    FN(backward_pass)(c, pipelined);
+    omp_set_num_threads(saved_threads);
     return GPURNN_OK;
 }
 
@@ -508,14 +623,14 @@ static gpurnn_status FN(grad_sumsq)(void *ctx, double *sumsq)
 #pragma omp parallel for schedule(static) if (c->n >= GPURNN_CPU_PARALLEL_MIN)
     for (size_t blk = 0; blk < blocks; blk++) {
         size_t i0 = blk * GPURNN_CPU_BLOCK, i1 = i0 + GPURNN_CPU_BLOCK < c->n ? i0 + GPURNN_CPU_BLOCK : c->n;
-        /* Four running sums in a fixed order: independent chains the compiler can keep in
-         * vector registers, and the same result on every run. */
-        double s[4] = {0, 0, 0, 0};
-        size_t i = i0;
-        for (; i + 4 <= i1; i += 4)
-            for (int k = 0; k < 4; k++) s[k] += (double)c->grads[i + k] * (double)c->grads[i + k];
-        for (; i < i1; i++) s[0] += (double)c->grads[i] * (double)c->grads[i];
-        c->block_sums[blk] = (s[0] + s[1]) + (s[2] + s[3]);
+        /* A vector of partial sums (as wide as the build's vectors), added up at the
+         * end: the order is fixed by the code, so every run gives the same result (the
+         * buffer is aligned, so the vectoriser's peeling is the same every time too). */
+        const REAL *g = c->grads;
+        double acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (size_t i = i0; i < i1; i++) acc += (double)g[i] * (double)g[i];
+        c->block_sums[blk] = acc;
     }
     double total = 0;
     for (size_t blk = 0; blk < blocks; blk++) total += c->block_sums[blk];
