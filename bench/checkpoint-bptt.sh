@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/checkpoint-bptt.sh BUILD_DIR OUTDIR — the CPU measurements of checkpointed BPTT
-# (issue 7) with gpurnn-bench, V=128 H=256 B=1 float32, SGD, one thread:
+# (issue 7) with gpurnn-bench, V=128 H=256 B=1 float32, SGD, $THREADS threads (default 1):
 #   1. T = 10^5 with the full history and with checkpoints (k = C = 1024, what the
 #      automatic choice picks under a 16 MiB budget), alternating ROUNDS times so that a
 #      change in the machine's load hits both alike; each run is 1 warm-up + 3 timed
@@ -15,8 +15,9 @@ fi
 BENCH=$1/bench/gpurnn-bench
 OUT=$2
 ROUNDS=${ROUNDS:-3}
+THREADS=${THREADS:-1}
 mkdir -p "$OUT" || exit 2
-common=(--vocab 128 --hidden 256 --batch 1 --backend cpu --threads 1 --gemm-size 512)
+common=(--vocab 128 --hidden 256 --batch 1 --backend cpu --threads "$THREADS" --gemm-size 512)
 {
     echo "commit: $(git -C "$(dirname "$0")" log -1 --format='%h %s' 2>/dev/null)"
     echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); load before: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,7 +1,8 @@
 /* Checkpointed BPTT (config.bptt_checkpoint_every): the loss, the gradients and the carried
  * state are bit-identical to the full history's on the same backend and dtype, for
  * intervals k below, equal to and above the output layer's chunk C, not dividing T,
- * k = 1, k = T and k > T, B = 1 and B > 1 (with the batch split over threads); gradcheck
+ * k = 1, k = T and k > T, B = 1 and B > 1 (with the batch split over threads, and with
+ * the recurrence and the output layer pipelined on two threads); gradcheck
  * passes with checkpoints; the automatic choice follows the activation budget; and
  * gpurnn_model_memory reports what the model holds. */
 #include <cmath>
@@ -25,7 +26,8 @@ struct BpttCase {
 const BpttCase kCases[] = {
     {4096, 16, 8, 61, 5, "k < C, T not a multiple of k"},
     {4096, 16, 8, 61, 12, "C < k < 2C, not a multiple of C"},
-    {4096, 16, 8, 61, 16, "k a multiple of C"},
+    {4096, 16, 8, 61, 16, "k a multiple of C (pipelined with two threads)"},
+    {4096, 16, 8, 61, 8, "k = C (pipelined, one chunk per interval)"},
     {4096, 16, 8, 61, 1, "k = 1"},
     {4096, 16, 8, 61, 61, "k = T"},
     {4096, 16, 8, 40, 100, "T < k"},

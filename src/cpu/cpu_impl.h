@@ -49,9 +49,11 @@ typedef struct {
     int ckpt_every;         /* k, or GPURNN_BPTT_KEEP_ALL */
     REAL *hs;               /* (max_T + 1, B, H): the full history; NULL with checkpoints */
     REAL *ckpts;            /* (max_T / k + 1, B, H): state j*k at [j] */
-    REAL *window;           /* (pad_max + window_states, B, H) */
+    REAL *window;           /* (pad_max + window_states, B, H), or two segment buffers */
     REAL *window_first;     /* where state window_lo sits in window */
     int window_lo, window_hi; /* the window holds states [lo, hi] of the last forward; lo > hi: none */
+    size_t segment_cap;     /* states in each of the three segment buffers (k a multiple of C), else 0 */
+    int segment_in[3];      /* the checkpoint interval each segment buffer holds; -1: none */
     int32_t *inputs;        /* (max_T, B) of the last forward */
     int32_t *targets;       /* (max_T, B) */
     double *row_lse;        /* (max_T, B) log-sum-exp of each output row */
@@ -59,7 +61,7 @@ typedef struct {
     int chunk_steps;        /* time steps per output-layer chunk */
     REAL *logits;           /* (chunk_steps*B, V): logits, then dY */
     REAL *dh;               /* (chunk_steps*B, H): dh_out, then dz */
-    REAL *dh_alt;           /* the same, a second one for the pipelined backward (full history) */
+    REAL *dh_alt;           /* (2, chunk_steps*B, H): two more for the pipelined backward */
     REAL *dh_next;          /* (B, H) */
     REAL *ones;             /* (chunk_steps*B) for column sums through gemv */
     double *row_loss;       /* (chunk_steps*B) */
@@ -117,14 +119,21 @@ static gpurnn_status FN(create)(const gpurnn_config *cfg, void **out)
     c->ckpt_every = cfg->bptt_checkpoint_every;
     c->window_lo = 1;
     c->window_hi = 0;
+    c->segment_in[0] = c->segment_in[1] = c->segment_in[2] = -1;
     size_t V = (size_t)c->V, H = (size_t)c->H, B = (size_t)c->B, T = (size_t)c->max_T;
     size_t rows = (size_t)c->chunk_steps * B;
     const int keep_all = c->ckpt_every == GPURNN_BPTT_KEEP_ALL;
     size_t history = keep_all ? T + 1 : 0, ckpts = 0, window = 0;
     if (!keep_all) {
         ckpts = gpurnn_checkpoint_count(c->ckpt_every, c->max_T);
-        window = gpurnn_window_pad_max(B * H * sizeof(REAL), GPURNN_CPU_ALIGN) +
-                 gpurnn_window_states(c->ckpt_every, c->chunk_steps, c->max_T);
+        const size_t pad_max = gpurnn_window_pad_max(B * H * sizeof(REAL), GPURNN_CPU_ALIGN);
+        window = pad_max + gpurnn_window_states(c->ckpt_every, c->chunk_steps, c->max_T);
+        if (c->ckpt_every % c->chunk_steps == 0) {
+            /* room for the pipeline's three segment buffers, each one checkpoint interval */
+            size_t interval = (size_t)(c->ckpt_every < c->max_T ? c->ckpt_every : c->max_T);
+            c->segment_cap = pad_max + interval + 1;
+            if (window < 3 * c->segment_cap) window = 3 * c->segment_cap;
+        }
     }
     const gpurnn_memory_kind P = GPURNN_MEMORY_PARAMETERS, G = GPURNN_MEMORY_GRADIENTS,
                              O = GPURNN_MEMORY_OPTIMIZER, A = GPURNN_MEMORY_ACTIVATIONS,
@@ -144,7 +153,8 @@ static gpurnn_status FN(create)(const gpurnn_config *cfg, void **out)
         {(void **)&c->row_lse, T * B, sizeof(double), "output log-sum-exps", A},
         {(void **)&c->logits, rows * V, sizeof(REAL), "output chunk", A},
         {(void **)&c->dh, rows * H, sizeof(REAL), "hidden gradient chunk", A},
-        {(void **)&c->dh_alt, keep_all ? rows * H : 0, sizeof(REAL), "second hidden gradient chunk", A},
+        {(void **)&c->dh_alt, keep_all || c->segment_cap ? 2 * rows * H : 0, sizeof(REAL),
+         "second hidden gradient chunk", A},
         {(void **)&c->dh_next, B * H, sizeof(REAL), "recurrent gradient", A},
         {(void **)&c->ones, rows, sizeof(REAL), "ones", A},
         {(void **)&c->row_loss, rows, sizeof(double), "row losses", A},
@@ -336,9 +346,43 @@ static int FN(single_slice_threads)(const cpu_ctx *c)
     return FN(recurrence_slices)(c) == 1 && omp_get_max_threads() >= 2;
 }
 
+/* With checkpoints the pipeline needs every chunk inside one checkpoint interval (k a
+ * multiple of C, as the automatic choice makes it): three segment buffers then hold the
+ * intervals of chunks i+1 and i, which the first thread works in, and of chunk i-1,
+ * which the other thread recomputes. */
 static int FN(pipelined)(const cpu_ctx *c, int T)
 {
-    return c->ckpt_every == GPURNN_BPTT_KEEP_ALL && FN(single_slice_threads)(c) && T > c->chunk_steps;
+    return (c->ckpt_every == GPURNN_BPTT_KEEP_ALL || c->segment_cap > 0) && FN(single_slice_threads)(c) &&
+           T > c->chunk_steps;
+}
+
+/* Where state `first` goes in segment buffer `buf`, aligned as in a full history. */
+static REAL *FN(segment_states)(const cpu_ctx *c, int buf, int first)
+{
+    const size_t step = (size_t)c->B * c->H;
+    const size_t period = gpurnn_window_pad_max(step * sizeof(REAL), GPURNN_CPU_ALIGN) + 1;
+    const size_t base = (size_t)buf * c->segment_cap;
+    const size_t pad = ((size_t)first % period + period - base % period) % period;
+    return c->window + (base + pad) * step;
+}
+
+/* States [t0, t0 + steps] for the pipelined passes: in the full history, or in the segment
+ * buffer of checkpoint interval t0 / k, recomputed from its checkpoint unless there. */
+static REAL *FN(pipeline_states)(cpu_ctx *c, int t0, int steps)
+{
+    const size_t step = (size_t)c->B * c->H;
+    if (c->ckpt_every == GPURNN_BPTT_KEEP_ALL) return c->hs + (size_t)t0 * step;
+    const int k = c->ckpt_every, seg = t0 / k, buf = seg % 3, from = seg * k;
+    REAL *states = FN(segment_states)(c, buf, from);
+    if (c->segment_in[buf] != seg) {
+        const int len = c->T - from < k ? c->T - from : k;
+        c->segment_in[buf] = -1;
+        memcpy(states, c->ckpts + (size_t)seg * step, step * sizeof(REAL));
+        FN(run_recurrence)(c, states, c->inputs + (size_t)from * c->B, len);
+        c->segment_in[buf] = seg;
+    }
+    (void)steps;
+    return states + (size_t)(t0 - from) * step;
 }
 
 /* The output layer and softmax cross-entropy of rows (h: (rows, H), the states of steps
@@ -382,6 +426,7 @@ static gpurnn_status FN(forward_pass)(cpu_ctx *c, const int32_t *inputs, const i
     c->T = T;
     c->window_lo = 1; /* nothing valid until this pass ends */
     c->window_hi = 0;
+    c->segment_in[0] = c->segment_in[1] = c->segment_in[2] = -1;
     /* backward's recomputation uses it too: parameters cannot change in between (a change
      * ends the forward pass's validity) */
     const REAL *Wxh = WXH(c->params, c);
@@ -394,23 +439,35 @@ static gpurnn_status FN(forward_pass)(cpu_ctx *c, const int32_t *inputs, const i
         /* Stage s: one thread runs the recurrence through chunk s while another runs the
          * output layer of chunk s-1, whose states are done (the full history keeps
          * both). The chunks' losses are summed in the same order as below. */
-        const int C = c->chunk_steps, chunks = (T + C - 1) / C;
-        memcpy(c->hs, c->state, step * sizeof(REAL));
+        const int C = c->chunk_steps, chunks = (T + C - 1) / C, keep_all = k == GPURNN_BPTT_KEEP_ALL;
+        /* With checkpoints, chunk s's states go to segment buffer s % 2 (the forward pass
+         * uses the buffers as two chunk slots) and its checkpoints are copied out. */
+#define CHUNK_STATES(s) (keep_all ? c->hs + (size_t)(s) * C * step : FN(segment_states)(c, (s) & 1, (s) * C))
+        c->segment_in[0] = c->segment_in[1] = c->segment_in[2] = -1;
+        memcpy(CHUNK_STATES(0), c->state, step * sizeof(REAL));
         for (int s = 0; s <= chunks; s++) {
 #pragma omp parallel num_threads(2)
             {
                 const int id = omp_get_thread_num(), alone = omp_get_num_threads() == 1;
                 if (id == 0 && s < chunks) {
                     const int t0 = s * C, steps = T - t0 < C ? T - t0 : C;
-                    FN(run_recurrence)(c, c->hs + (size_t)t0 * step, c->inputs + (size_t)t0 * B, steps);
+                    REAL *states = CHUNK_STATES(s);
+                    if (s > 0 && !keep_all) /* state t0 ends the chunk before */
+                        memcpy(states, CHUNK_STATES(s - 1) + (size_t)C * step, step * sizeof(REAL));
+                    FN(run_recurrence)(c, states, c->inputs + (size_t)t0 * B, steps);
+                    if (!keep_all)
+                        for (int j = (t0 + k - 1) / k * k; j <= t0 + steps; j += k)
+                            memcpy(c->ckpts + (size_t)(j / k) * step, states + (size_t)(j - t0) * step,
+                                   step * sizeof(REAL));
                 }
                 if ((id == 1 || alone) && s > 0) {
                     const int t0 = (s - 1) * C, steps = T - t0 < C ? T - t0 : C;
-                    total += FN(output_loss)(c, c->hs + (size_t)(t0 + 1) * step, t0, steps * B);
+                    total += FN(output_loss)(c, CHUNK_STATES(s - 1) + step, t0, steps * B);
                 }
             }
         }
-        last = c->hs + (size_t)T * step;
+        last = CHUNK_STATES(chunks - 1) + (size_t)(T - (chunks - 1) * C) * step;
+#undef CHUNK_STATES
     } else {
         /* Chunk by chunk: the recurrence through the chunk, then its output layer. */
         for (int t0 = 0; t0 < T; t0 += c->chunk_steps) {
@@ -558,36 +615,43 @@ static void FN(backward_pass)(cpu_ctx *c, int pipelined)
 
     if (pipelined) {
         /* Stage i: one thread runs the recurrence backwards through chunk i while another
-         * adds the weight gradients of chunk i+1 (done at stage i+1) and then does the
-         * output layer of chunk i-1, each into the other of two dz buffers. Every sum
-         * over chunks still runs from the last chunk to the first. */
-        REAL *dz[2] = {c->dh, c->dh_alt};
+         * does the output layer of chunk i-1; chunk i+1's weight gradients (its dz was
+         * done at stage i+1) go to the thread with less to do: the other one with the
+         * full history, the first one when the other also recomputes states. Chunk i's
+         * dz is dz[i % 3]. Every sum over chunks still runs from the last to the first. */
+        const size_t chunk_values = (size_t)C * step;
+        REAL *dz[3] = {c->dh, c->dh_alt, c->dh_alt + chunk_values};
+        const int grads_on_first = c->ckpt_every != GPURNN_BPTT_KEEP_ALL;
         const int last = chunks - 1;
-        FN(output_backward)(c, c->hs + (size_t)(CHUNK_T0(last) + 1) * step, CHUNK_T0(last),
-                            CHUNK_STEPS(last) * B, dz[last & 1]);
+        c->window_lo = 1; /* the segment buffers share the window's memory */
+        c->window_hi = 0;
+#define STATES(i) FN(pipeline_states)(c, CHUNK_T0(i), CHUNK_STEPS(i)) /* state t0 of chunk i .. */
+        FN(output_backward)(c, STATES(last) + step, CHUNK_T0(last), CHUNK_STEPS(last) * B, dz[last % 3]);
         for (int i = last; i >= 0; i--) {
 #pragma omp parallel num_threads(2)
             {
                 const int id = omp_get_thread_num(), alone = omp_get_num_threads() == 1;
-                if (id == 0)
-                    FN(run_backward_recurrence)(c, dz[i & 1], c->hs + (size_t)(CHUNK_T0(i) + 1) * step,
-                                                CHUNK_STEPS(i), i == 0);
-                if (id == 1 || alone) {
-                    if (i < last)
-                        FN(recurrence_weight_grads)(c, dz[(i + 1) & 1], c->hs + (size_t)CHUNK_T0(i + 1) * step,
-                                                    CHUNK_T0(i + 1), CHUNK_STEPS(i + 1) * B);
-                    if (i > 0)
-                        FN(output_backward)(c, c->hs + (size_t)(CHUNK_T0(i - 1) + 1) * step, CHUNK_T0(i - 1),
-                                            CHUNK_STEPS(i - 1) * B, dz[(i - 1) & 1]);
-                }
+                /* chunk i's interval was made ready by the previous stage (or above); the
+                 * other thread only ever recomputes the interval in the other buffer */
+                const int first = id == 0, other = id == 1 || alone;
+                if (first)
+                    FN(run_backward_recurrence)(c, dz[i % 3], STATES(i) + step, CHUNK_STEPS(i), i == 0);
+                if (i < last && (grads_on_first ? first : other))
+                    FN(recurrence_weight_grads)(c, dz[(i + 1) % 3], STATES(i + 1), CHUNK_T0(i + 1),
+                                                CHUNK_STEPS(i + 1) * B);
+                if (i > 0 && other)
+                    FN(output_backward)(c, STATES(i - 1) + step, CHUNK_T0(i - 1), CHUNK_STEPS(i - 1) * B,
+                                        dz[(i - 1) % 3]);
             }
         }
-        FN(recurrence_weight_grads)(c, dz[0], c->hs, 0, CHUNK_STEPS(0) * B);
+        FN(recurrence_weight_grads)(c, dz[0], STATES(0), 0, CHUNK_STEPS(0) * B);
+#undef STATES
         return;
     }
 
     /* Chunks of time from the last to the first, so the recurrence runs backwards through
      * each chunk right after its output-layer gradients are known. */
+    c->segment_in[0] = c->segment_in[1] = c->segment_in[2] = -1; /* the window overwrites the segment buffers */
     for (int i = chunks - 1; i >= 0; i--) {
         const int t0 = CHUNK_T0(i), steps = CHUNK_STEPS(i);
         const REAL *h_prev = FN(states_for_backward)(c, t0, t0 + steps); /* (rows, H): h_{t0-1} .. */
