@@ -339,8 +339,9 @@ static const REAL *FN(states_for_backward)(cpu_ctx *c, int t0, int t1)
  * chunk while another does the output layer of the chunk beside it (pipelined()).
  * The GEMMs then run on one thread. OpenBLAS's results depend on its thread count, so
  * whenever the pipeline could run (single_slice_threads()) every GEMM of the pass runs on
- * one thread, pipelined or not: a checkpointed run (never pipelined) or a one-chunk call
- * computes the same bits as the pipelined full history (tests/test_bptt_checkpoint.cc). */
+ * one thread, pipelined or not: a checkpointed run that cannot be pipelined (k not a
+ * multiple of C) or a one-chunk call computes the same bits as the pipelined full history
+ * (tests/test_bptt_checkpoint.cc). */
 static int FN(single_slice_threads)(const cpu_ctx *c)
 {
     return FN(recurrence_slices)(c) == 1 && omp_get_max_threads() >= 2;
@@ -366,9 +367,10 @@ static REAL *FN(segment_states)(const cpu_ctx *c, int buf, int first)
     return c->window + (base + pad) * step;
 }
 
-/* States [t0, t0 + steps] for the pipelined passes: in the full history, or in the segment
- * buffer of checkpoint interval t0 / k, recomputed from its checkpoint unless there. */
-static REAL *FN(pipeline_states)(cpu_ctx *c, int t0, int steps)
+/* The states from t0 on of the chunk starting at t0, for the pipelined passes: in the full
+ * history, or in the segment buffer of checkpoint interval t0 / k (which holds the whole
+ * chunk: k is a multiple of C), recomputed from its checkpoint unless there. */
+static REAL *FN(pipeline_states)(cpu_ctx *c, int t0)
 {
     const size_t step = (size_t)c->B * c->H;
     if (c->ckpt_every == GPURNN_BPTT_KEEP_ALL) return c->hs + (size_t)t0 * step;
@@ -381,7 +383,6 @@ static REAL *FN(pipeline_states)(cpu_ctx *c, int t0, int steps)
         FN(run_recurrence)(c, states, c->inputs + (size_t)from * c->B, len);
         c->segment_in[buf] = seg;
     }
-    (void)steps;
     return states + (size_t)(t0 - from) * step;
 }
 
@@ -625,7 +626,7 @@ static void FN(backward_pass)(cpu_ctx *c, int pipelined)
         const int last = chunks - 1;
         c->window_lo = 1; /* the segment buffers share the window's memory */
         c->window_hi = 0;
-#define STATES(i) FN(pipeline_states)(c, CHUNK_T0(i), CHUNK_STEPS(i)) /* state t0 of chunk i .. */
+#define STATES(i) FN(pipeline_states)(c, CHUNK_T0(i)) /* state t0 of chunk i .. */
         FN(output_backward)(c, STATES(last) + step, CHUNK_T0(last), CHUNK_STEPS(last) * B, dz[last % 3]);
         for (int i = last; i >= 0; i--) {
 #pragma omp parallel num_threads(2)
