@@ -60,6 +60,8 @@ typedef struct {
     int T;                  /* steps of the last forward */
     int chunk_steps;        /* time steps per output-layer chunk */
     REAL *logits;           /* (chunk_steps*B, V): logits, then dY */
+    REAL *probs;            /* (chunk_steps*B, V): softmax of a one-chunk forward, for backward */
+    int probs_kept;         /* probs holds the last forward's softmax (T <= chunk_steps) */
     REAL *dh;               /* (chunk_steps*B, H): dh_out, then dz */
     REAL *dh_alt;           /* (2, chunk_steps*B, H): two more for the pipelined backward */
     REAL *dh_next;          /* (B, H) */
@@ -99,7 +101,7 @@ static void FN(destroy)(void *ctx)
     if (!c) return;
     void *owned[] = {c->params,  c->grads,   c->opt0,     c->opt1,       c->state, c->wxh_t,
                      c->hs,      c->ckpts,   c->window,   c->inputs,     c->targets,
-                     c->row_lse, c->logits,  c->dh,  c->dh_alt,  c->dh_next,    c->ones,
+                     c->row_lse, c->logits, c->probs,  c->dh,  c->dh_alt,  c->dh_next,    c->ones,
                      c->row_loss, c->block_sums, c->sample_h, c->sample_y, c->sample_logits};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) gpurnn_aligned_free(owned[i]);
     gpurnn_free(c);
@@ -152,6 +154,7 @@ static gpurnn_status FN(create)(const gpurnn_config *cfg, void **out)
         {(void **)&c->targets, T * B, sizeof(int32_t), "targets", A},
         {(void **)&c->row_lse, T * B, sizeof(double), "output log-sum-exps", A},
         {(void **)&c->logits, rows * V, sizeof(REAL), "output chunk", A},
+        {(void **)&c->probs, rows * V, sizeof(REAL), "output probabilities", A},
         {(void **)&c->dh, rows * H, sizeof(REAL), "hidden gradient chunk", A},
         {(void **)&c->dh_alt, keep_all || c->segment_cap ? 2 * rows * H : 0, sizeof(REAL),
          "second hidden gradient chunk", A},
@@ -387,8 +390,9 @@ static REAL *FN(pipeline_states)(cpu_ctx *c, int t0)
 }
 
 /* The output layer and softmax cross-entropy of rows (h: (rows, H), the states of steps
- * t0..): stores each row's log-sum-exp and returns the rows' summed loss, in row order. */
-static double FN(output_loss)(cpu_ctx *c, const REAL *h, int t0, int rows)
+ * t0..): stores each row's log-sum-exp and returns the rows' summed loss, in row order.
+ * With probs, also stores the softmax there (rows, V). */
+static double FN(output_loss)(cpu_ctx *c, const REAL *h, int t0, int rows, REAL *probs)
 {
     const int V = c->V;
     const REAL *by = BY(c->params, c);
@@ -411,6 +415,11 @@ static double FN(output_loss)(cpu_ctx *c, const REAL *h, int t0, int rows)
         double lse = (double)max + log(sum);
         lse_out[r] = lse;
         c->row_loss[r] = lse - (double)y_target;
+        if (probs) {
+            const REAL inv_sum = (REAL)(1.0 / sum);
+            REAL *p = probs + (size_t)r * V;
+            for (int v = 0; v < V; v++) p[v] = y[v] * inv_sum;
+        }
     }
     double total = 0;
     for (int r = 0; r < rows; r++) total += c->row_loss[r];
@@ -428,6 +437,7 @@ static gpurnn_status FN(forward_pass)(cpu_ctx *c, const int32_t *inputs, const i
     c->window_lo = 1; /* nothing valid until this pass ends */
     c->window_hi = 0;
     c->segment_in[0] = c->segment_in[1] = c->segment_in[2] = -1;
+    c->probs_kept = T <= c->chunk_steps;
     /* backward's recomputation uses it too: parameters cannot change in between (a change
      * ends the forward pass's validity) */
     const REAL *Wxh = WXH(c->params, c);
@@ -463,7 +473,7 @@ static gpurnn_status FN(forward_pass)(cpu_ctx *c, const int32_t *inputs, const i
                 }
                 if ((id == 1 || alone) && s > 0) {
                     const int t0 = (s - 1) * C, steps = T - t0 < C ? T - t0 : C;
-                    total += FN(output_loss)(c, CHUNK_STATES(s - 1) + step, t0, steps * B);
+                    total += FN(output_loss)(c, CHUNK_STATES(s - 1) + step, t0, steps * B, NULL);
                 }
             }
         }
@@ -481,7 +491,9 @@ static gpurnn_status FN(forward_pass)(cpu_ctx *c, const int32_t *inputs, const i
                 for (int j = (t0 + k - 1) / k * k; j <= t0 + steps; j += k)
                     memcpy(c->ckpts + (size_t)(j / k) * step, states + (size_t)(j - t0) * step,
                            step * sizeof(REAL));
-            total += FN(output_loss)(c, states + step, t0, steps * B);
+            /* a one-chunk sequence keeps its softmax: backward then needs no second pass
+             * through the output layer (min-char-rnn's shapes) */
+            total += FN(output_loss)(c, states + step, t0, steps * B, T <= c->chunk_steps ? c->probs : NULL);
             if (t0 + steps == T && k != GPURNN_BPTT_KEEP_ALL) {
                 /* backward starts with this chunk: its states need no recomputation */
                 c->window_first = states;
@@ -581,13 +593,25 @@ static void FN(output_backward)(cpu_ctx *c, const REAL *h, int t0, int rows, REA
         c->reduction == GPURNN_LOSS_MEAN ? (REAL)(1.0 / ((double)c->T * c->B)) : (REAL)1;
     const int32_t *tgt = c->targets + (size_t)t0 * c->B;
     const double *lse = c->row_lse + (size_t)t0 * c->B;
-    FN(output_product)(c, h, rows);
+    if (c->probs_kept) {
+        /* the forward pass's softmax (kept for a one-chunk sequence; left as it is, so
+         * that a second backward adds the same again) */
 #pragma omp parallel for schedule(static) if ((size_t)rows * V >= GPURNN_CPU_PARALLEL_MIN)
-    for (int r = 0; r < rows; r++) {
-        REAL *y = c->logits + (size_t)r * V;
-        REAL shift = (REAL)lse[r];
-        for (int v = 0; v < V; v++) y[v] = EXP_NONPOSITIVE(y[v] + by[v] - shift) * scale;
-        y[tgt[r]] -= scale;
+        for (int r = 0; r < rows; r++) {
+            REAL *y = c->logits + (size_t)r * V;
+            const REAL *p = c->probs + (size_t)r * V;
+            for (int v = 0; v < V; v++) y[v] = p[v] * scale;
+            y[tgt[r]] -= scale;
+        }
+    } else {
+        FN(output_product)(c, h, rows);
+#pragma omp parallel for schedule(static) if ((size_t)rows * V >= GPURNN_CPU_PARALLEL_MIN)
+        for (int r = 0; r < rows; r++) {
+            REAL *y = c->logits + (size_t)r * V;
+            REAL shift = (REAL)lse[r];
+            for (int v = 0; v < V; v++) y[v] = EXP_NONPOSITIVE(y[v] + by[v] - shift) * scale;
+            y[tgt[r]] -= scale;
+        }
     }
     CBLAS_GEMV(CblasRowMajor, CblasTrans, rows, V, 1, c->logits, V, c->ones, 1, 1, dby, 1);
     CBLAS_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, V, H, rows, 1, c->logits, V, h, H, 1, dWhy, H);
