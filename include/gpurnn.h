@@ -97,7 +97,8 @@ typedef struct gpurnn_config {
     int batch_size;                 /* B >= 1 */
     int max_seq_len;                /* largest T accepted by gpurnn_forward, >= 1 */
     gpurnn_dtype dtype;             /* storage and compute precision */
-    gpurnn_backend backend;         /* AUTO: CUDA when usable, else CPU */
+    gpurnn_backend backend;         /* AUTO: CUDA when usable (and able to hold this
+                                       configuration), else CPU */
     gpurnn_loss_reduction reduction;
     unsigned long long seed;        /* initial weights: N(0,1) * init_scale, biases 0 */
     double init_scale;              /* 0 means the default, 0.01 */

@@ -94,6 +94,14 @@ gpurnn_status gpurnn_model_create_empty(const gpurnn_config *resolved, gpurnn_mo
     m->param_count = gpurnn_layout_param_count((size_t)cfg.vocab_size, (size_t)cfg.hidden_size);
     m->state_count = (size_t)cfg.batch_size * (size_t)cfg.hidden_size;
     s = ops->create(&m->cfg, &m->ctx);
+    if (s != GPURNN_OK && resolved->backend == GPURNN_BACKEND_AUTO && cfg.backend != GPURNN_BACKEND_CPU &&
+        (s == GPURNN_ERR_INVALID_ARGUMENT || s == GPURNN_ERR_OUT_OF_MEMORY)) {
+        /* AUTO means the CPU where CUDA cannot hold this configuration (too many tokens for
+         * its int32 indices, or too little device memory) */
+        m->cfg.backend = GPURNN_BACKEND_CPU;
+        m->ops = gpurnn_cpu_backend(cfg.dtype);
+        s = m->ops->create(&m->cfg, &m->ctx);
+    }
     if (s != GPURNN_OK) {
         gpurnn_free(m);
         return s;
