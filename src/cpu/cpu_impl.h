@@ -49,7 +49,7 @@ typedef struct {
     int ckpt_every;         /* k, or GPURNN_BPTT_KEEP_ALL */
     REAL *hs;               /* (max_T + 1, B, H): the full history; NULL with checkpoints */
     REAL *ckpts;            /* (max_T / k + 1, B, H): state j*k at [j] */
-    REAL *window;           /* (pad_max + window_states, B, H), or two segment buffers */
+    REAL *window;           /* (pad_max + window_states, B, H), or three segment buffers */
     REAL *window_first;     /* where state window_lo sits in window */
     int window_lo, window_hi; /* the window holds states [lo, hi] of the last forward; lo > hi: none */
     size_t segment_cap;     /* states in each of the three segment buffers (k a multiple of C), else 0 */
@@ -448,13 +448,13 @@ static gpurnn_status FN(forward_pass)(cpu_ctx *c, const int32_t *inputs, const i
     const REAL *last = c->state; /* state t0 */
     if (pipelined) {
         /* Stage s: one thread runs the recurrence through chunk s while another runs the
-         * output layer of chunk s-1, whose states are done (the full history keeps
-         * both). The chunks' losses are summed in the same order as below. */
+         * output layer of chunk s-1, whose states are done (the full history, or two
+         * chunk slots, keep both). The chunks' losses are summed in the same order as
+         * below. */
         const int C = c->chunk_steps, chunks = (T + C - 1) / C, keep_all = k == GPURNN_BPTT_KEEP_ALL;
         /* With checkpoints, chunk s's states go to segment buffer s % 2 (the forward pass
          * uses the buffers as two chunk slots) and its checkpoints are copied out. */
 #define CHUNK_STATES(s) (keep_all ? c->hs + (size_t)(s) * C * step : FN(segment_states)(c, (s) & 1, (s) * C))
-        c->segment_in[0] = c->segment_in[1] = c->segment_in[2] = -1;
         memcpy(CHUNK_STATES(0), c->state, step * sizeof(REAL));
         for (int s = 0; s <= chunks; s++) {
 #pragma omp parallel num_threads(2)
