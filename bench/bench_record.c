@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum field_type { F_STR, F_INT, F_REAL };
 
@@ -228,4 +229,26 @@ int bench_record_parse_json(const char *line, bench_record *r)
         if (*s == '}') return 0;
         return -1;
     }
+}
+
+double bench_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+void bench_summarize_times(double *t, int n, bench_record *r)
+{
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    r->median_s = n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+    r->min_s = t[0];
+    r->max_s = t[n - 1];
+    r->repeats = n;
 }

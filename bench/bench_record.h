@@ -63,6 +63,12 @@ void bench_set_string(char *dst, size_t size, const char *src);
 #define BENCH_SET(field, src) bench_set_string((field), sizeof(field), (src))
 
 /* Model FLOPs of one training step; see bench_record.c and bench/README.md. */
+/* Seconds on the monotonic clock. */
+double bench_now_s(void);
+
+/* Sorts the n > 0 step times t and sets r's median_s, min_s, max_s and repeats. */
+void bench_summarize_times(double *t, int n, bench_record *r);
+
 double bench_model_flops(long long V, long long H, long long B, long long T);
 
 /* Bytes the training state cannot do without: hidden states (T+1)·B·H, parameters P,

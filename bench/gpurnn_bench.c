@@ -432,28 +432,6 @@ static void ensure_threads(int threads, char **argv)
 
 /* ---- small utilities ------------------------------------------------------------------ */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static void summarize_times(double *t, int n, bench_record *r)
-{
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
-    r->median_s = n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
-    r->min_s = t[0];
-    r->max_s = t[n - 1];
-    r->repeats = n;
-}
-
 /* A line "Key:   value kB" of /proc/self/status, in bytes; NaN when absent. */
 static double proc_status_bytes(const char *key)
 {
@@ -568,10 +546,10 @@ static void run_in_child(child_fn fn, const void *arg, double timeout_s, const b
     close(fds[1]);
     size_t got = 0;
     char *dst = (char *)out;
-    double deadline = now_s() + timeout_s;
+    double deadline = bench_now_s() + timeout_s;
     int timed_out = 0;
     while (got < sizeof *out) {
-        double left = deadline - now_s();
+        double left = deadline - bench_now_s();
         if (left <= 0) {
             timed_out = 1;
             break;
@@ -732,7 +710,7 @@ static void measure_gpurnn(const void *arg, bench_record *r)
     int n = 0;
     double timed = 0, loss = NAN;
     for (int i = -c->warmup; i < c->steps; i++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         const char *what = "gpurnn_zero_grad";
         s = gpurnn_zero_grad(m);
         if (s == GPURNN_OK) what = "gpurnn_forward", s = gpurnn_forward(m, inputs, targets, c->T, &loss);
@@ -750,7 +728,7 @@ static void measure_gpurnn(const void *arg, bench_record *r)
             gpurnn_model_destroy(m);
             return;
         }
-        double dt = now_s() - t0;
+        double dt = bench_now_s() - t0;
         if (i < 0) continue;
         times[n++] = dt;
         timed += dt;
@@ -762,7 +740,7 @@ static void measure_gpurnn(const void *arg, bench_record *r)
     }
     gpurnn_model_destroy(m);
     r->peak_rss_bytes = peak_rss_bytes();
-    summarize_times(times, n, r);
+    bench_summarize_times(times, n, r);
     r->tokens_per_s = (double)ntok / r->median_s;
     r->gflops = r->flops_per_step / r->median_s * 1e-9;
     double per_token = o->reduction == GPURNN_LOSS_MEAN ? 1.0 : 1.0 / (double)ntok;
@@ -812,18 +790,18 @@ static void measure_cpu_gemm(const void *arg, bench_record *r)
     double times[30], total = 0; /* the fastest of many calls: the machine may be busy */
     int reps = 0;
     for (int i = -2; i < 30; i++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         if (dbl)
             cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0, a, n, b, n, 0.0, c, n);
         else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-        double dt = now_s() - t0;
+        double dt = bench_now_s() - t0;
         if (i < 0) continue;
         times[reps++] = dt;
         total += dt;
         if (total > 2.0 && reps >= 3) break;
     }
-    summarize_times(times, reps, r);
+    bench_summarize_times(times, reps, r);
     /* The machine's limit: the fastest call (the steps are reported by their median). */
     r->gflops = r->flops_per_step / r->min_s * 1e-9;
     r->peak_rss_bytes = peak_rss_bytes();
@@ -936,10 +914,10 @@ static int run_peer(char *const argv[], double timeout_s, record_list *out, char
     char line[8192], err[2048];
     size_t llen = 0, elen = 0;
     int records = 0, open_fds = 2, timed_out = 0;
-    double deadline = now_s() + timeout_s;
+    double deadline = bench_now_s() + timeout_s;
     struct pollfd p[2] = {{ofd[0], POLLIN, 0}, {efd[0], POLLIN, 0}};
     while (open_fds) {
-        double left = deadline - now_s();
+        double left = deadline - bench_now_s();
         if (left <= 0) {
             timed_out = 1;
             break;

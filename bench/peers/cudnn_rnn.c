@@ -66,19 +66,6 @@ static const algo_entry algos[] = {
     {"persist_dynamic", CUDNN_RNN_ALGO_PERSIST_DYNAMIC},
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* ---- error handling: every failure fills r->reason and jumps to the cleanup ---------- */
 
 #define FAIL_IF(cond, ...)                                                                    \
@@ -265,7 +252,7 @@ static void measure(const job *j, bench_record *r)
     int n = 0;
     double timed = 0;
     for (int it = -o->warmup; it < o->steps; it++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         CUDA_CHECK(cudaMemsetAsync(grads, 0, nparam * sizeof(float), stream)); /* zero_grad */
         CUDNN_CHECK(cudnnRNNForward(dnn, rnn, CUDNN_FWD_MODE_TRAINING, dev_seq, xdesc, x, ydesc, y, hdesc, hx, hy,
                                     hdesc, NULL, NULL, wspace, params, work_bytes, work, reserve_bytes, reserve));
@@ -303,7 +290,7 @@ static void measure(const job *j, bench_record *r)
         }
         CUDA_CHECK(cudaMemcpyAsync(&loss_host, scalars, sizeof(float), cudaMemcpyDeviceToHost, stream));
         CUDA_CHECK(cudaStreamSynchronize(stream));
-        double dt = now_s() - t0;
+        double dt = bench_now_s() - t0;
         float *swap = hx; /* carry the final state into the next step */
         hx = hy;
         hy = swap;
@@ -314,11 +301,7 @@ static void measure(const job *j, bench_record *r)
         if (timed > o->max_time) break;
     }
     CUDA_CHECK(cudaMemGetInfo(&free1, &total));
-    qsort(times, (size_t)n, sizeof *times, cmp_double);
-    r->repeats = n;
-    r->median_s = n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
-    r->min_s = times[0];
-    r->max_s = times[n - 1];
+    bench_summarize_times(times, n, r);
     r->tokens_per_s = (double)rows / r->median_s;
     r->flops_per_step = bench_model_flops(V, H, B, T);
     r->gflops = r->flops_per_step / r->median_s * 1e-9;
@@ -413,10 +396,10 @@ static int run_child(const job *j, double timeout_s, bench_record *out)
     }
     close(fds[1]);
     size_t got = 0;
-    double deadline = now_s() + timeout_s;
+    double deadline = bench_now_s() + timeout_s;
     int timed_out = 0;
     while (got < sizeof *out) {
-        double left = deadline - now_s();
+        double left = deadline - bench_now_s();
         if (left <= 0) {
             timed_out = 1;
             break;
