@@ -57,11 +57,11 @@ size_t gpurnn_window_pad_max(size_t state_bytes, size_t align_bytes)
     return align_bytes / gcd(state_bytes, align_bytes) - 1;
 }
 
-size_t gpurnn_window_pad(size_t first_j, size_t state_bytes, size_t align_bytes)
+size_t gpurnn_window_pad(size_t first_j, size_t base, size_t state_bytes, size_t align_bytes)
 {
     /* state j of a full history sits at j * state_bytes; in the window at
-     * (pad + j - first_j) * state_bytes: equal modulo align_bytes when pad = first_j
-     * modulo the period of state_bytes's multiples. */
+     * (base + pad + j - first_j) * state_bytes: equal modulo align_bytes when
+     * base + pad = first_j modulo the period of state_bytes's multiples. */
     size_t period = align_bytes / gcd(state_bytes, align_bytes);
-    return first_j % period;
+    return (first_j % period + period - base % period) % period;
 }

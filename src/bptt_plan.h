@@ -37,8 +37,9 @@ size_t gpurnn_window_states(int k, int chunk_steps, int max_T);
 /* A window place for state j that has the alignment (modulo align_bytes) it would have
  * in a full history allocated at an align_bytes boundary, so that BLAS sees operands of
  * the same alignment in both policies: some kernels choose their code path by it.
- * Returns the number of extra states to leave before state first_j. */
-size_t gpurnn_window_pad(size_t first_j, size_t state_bytes, size_t align_bytes);
+ * Returns the number of extra states to leave, after the first base states of the window
+ * (a region starting there; 0 for the window's start), before state first_j. */
+size_t gpurnn_window_pad(size_t first_j, size_t base, size_t state_bytes, size_t align_bytes);
 /* The most pad can be for a state size, to size the window's allocation. */
 size_t gpurnn_window_pad_max(size_t state_bytes, size_t align_bytes);
 

@@ -315,7 +315,7 @@ static REAL *FN(states_from)(cpu_ctx *c, int first)
 {
     const size_t step = (size_t)c->B * c->H;
     if (c->ckpt_every == GPURNN_BPTT_KEEP_ALL) return c->hs + (size_t)first * step;
-    return c->window + gpurnn_window_pad((size_t)first, step * sizeof(REAL), GPURNN_CPU_ALIGN) * step;
+    return c->window + gpurnn_window_pad((size_t)first, 0, step * sizeof(REAL), GPURNN_CPU_ALIGN) * step;
 }
 
 /* States [t0, t1] of the last forward, contiguous; with checkpoints, recomputed into the
@@ -363,11 +363,8 @@ static int FN(pipelined)(const cpu_ctx *c, int T)
 /* Where state `first` goes in segment buffer `buf`, aligned as in a full history. */
 static REAL *FN(segment_states)(const cpu_ctx *c, int buf, int first)
 {
-    const size_t step = (size_t)c->B * c->H;
-    const size_t period = gpurnn_window_pad_max(step * sizeof(REAL), GPURNN_CPU_ALIGN) + 1;
-    const size_t base = (size_t)buf * c->segment_cap;
-    const size_t pad = ((size_t)first % period + period - base % period) % period;
-    return c->window + (base + pad) * step;
+    const size_t step = (size_t)c->B * c->H, base = (size_t)buf * c->segment_cap;
+    return c->window + (base + gpurnn_window_pad((size_t)first, base, step * sizeof(REAL), GPURNN_CPU_ALIGN)) * step;
 }
 
 /* The states from t0 on of the chunk starting at t0, for the pipelined passes: in the full
@@ -426,6 +423,15 @@ static double FN(output_loss)(cpu_ctx *c, const REAL *h, int t0, int rows, REAL 
     return total;
 }
 
+/* Copies the checkpoints among states t0..t0+steps (states: state t0 first) to ckpts. */
+static void FN(keep_checkpoints)(cpu_ctx *c, const REAL *states, int t0, int steps)
+{
+    const int k = c->ckpt_every;
+    const size_t step = (size_t)c->B * c->H;
+    for (int j = (t0 + k - 1) / k * k; j <= t0 + steps; j += k)
+        memcpy(c->ckpts + (size_t)(j / k) * step, states + (size_t)(j - t0) * step, step * sizeof(REAL));
+}
+
 static gpurnn_status FN(forward_pass)(cpu_ctx *c, const int32_t *inputs, const int32_t *targets, int T,
                                       int pipelined, double *loss)
 {
@@ -466,10 +472,7 @@ static gpurnn_status FN(forward_pass)(cpu_ctx *c, const int32_t *inputs, const i
                     if (s > 0 && !keep_all) /* state t0 ends the chunk before */
                         memcpy(states, CHUNK_STATES(s - 1) + (size_t)C * step, step * sizeof(REAL));
                     FN(run_recurrence)(c, states, c->inputs + (size_t)t0 * B, steps);
-                    if (!keep_all)
-                        for (int j = (t0 + k - 1) / k * k; j <= t0 + steps; j += k)
-                            memcpy(c->ckpts + (size_t)(j / k) * step, states + (size_t)(j - t0) * step,
-                                   step * sizeof(REAL));
+                    if (!keep_all) FN(keep_checkpoints)(c, states, t0, steps);
                 }
                 if ((id == 1 || alone) && s > 0) {
                     const int t0 = (s - 1) * C, steps = T - t0 < C ? T - t0 : C;
@@ -487,10 +490,7 @@ static gpurnn_status FN(forward_pass)(cpu_ctx *c, const int32_t *inputs, const i
             if (states != last) memmove(states, last, step * sizeof(REAL));
             FN(run_recurrence)(c, states, c->inputs + (size_t)t0 * B, steps);
             last = states + (size_t)steps * step;
-            if (k != GPURNN_BPTT_KEEP_ALL)
-                for (int j = (t0 + k - 1) / k * k; j <= t0 + steps; j += k)
-                    memcpy(c->ckpts + (size_t)(j / k) * step, states + (size_t)(j - t0) * step,
-                           step * sizeof(REAL));
+            if (k != GPURNN_BPTT_KEEP_ALL) FN(keep_checkpoints)(c, states, t0, steps);
             /* a one-chunk sequence keeps its softmax: backward then needs no second pass
              * through the output layer (min-char-rnn's shapes) */
             total += FN(output_loss)(c, states + step, t0, steps * B, T <= c->chunk_steps ? c->probs : NULL);

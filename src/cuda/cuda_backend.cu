@@ -503,7 +503,7 @@ T *states_from(Model<T> *m, int first)
 {
     const size_t step = (size_t)m->B * m->H;
     if (m->ckpt_every == GPURNN_BPTT_KEEP_ALL) return m->hs + (size_t)first * step;
-    return m->window + gpurnn_window_pad((size_t)first, step * sizeof(T), kDeviceAlign) * step;
+    return m->window + gpurnn_window_pad((size_t)first, 0, step * sizeof(T), kDeviceAlign) * step;
 }
 
 /* States [t0, t1] of the last forward, contiguous; with checkpoints, recomputed into the
