@@ -11,6 +11,9 @@
  * Parameters and gradients each live in one buffer: [cuDNN weight space | Why | by].
  * The final hidden state is carried into the next step (as libgpurnn's carried state),
  * and the loss is copied to the host every step (libgpurnn returns it every step).
+ * --loss sum|mean reduces as libgpurnn does (the sum of the per-token losses, or that sum
+ * / (T·B)); the gradients are those of that loss. cuDNN runs in CUDNN_FMA_MATH (FP32, no
+ * TF32 tensor cores) and cuBLAS in its default math mode (no TF32), as libgpurnn.
  *
  * Every CUDA, cuDNN and cuBLAS status is checked. Each (T, algorithm) runs in a child
  * process, so an algorithm cuDNN refuses, or a crash, costs only its own line. With no
@@ -173,7 +176,10 @@ static void measure(const job *j, bench_record *r)
     CUBLAS_CHECK(cublasCreate(&blas));
     CUBLAS_CHECK(cublasSetStream(blas, stream));
 
-    /* RNN descriptor: dropout 0 (cuDNN still wants a descriptor with states) */
+    /* RNN descriptor: dropout 0 (cuDNN still wants a descriptor with states). Math type
+       CUDNN_FMA_MATH: plain FP32 FMA, no tensor cores. CUDNN_DEFAULT_MATH lets cuDNN use
+       TF32 tensor-core math for FP32 data on sm_80 and later, and libgpurnn computes in
+       FP32, so the default would compare TF32 against FP32. */
     size_t drop_bytes = 0;
     CUDNN_CHECK(cudnnCreateDropoutDescriptor(&drop));
     CUDNN_CHECK(cudnnDropoutGetStatesSize(dnn, &drop_bytes));
@@ -182,7 +188,7 @@ static void measure(const job *j, bench_record *r)
     CUDNN_CHECK(cudnnCreateRNNDescriptor(&rnn));
     CUDNN_CHECK(cudnnSetRNNDescriptor_v8(rnn, j->algo->algo, CUDNN_RNN_TANH, CUDNN_RNN_DOUBLE_BIAS,
                                          CUDNN_UNIDIRECTIONAL, CUDNN_LINEAR_INPUT, CUDNN_DATA_FLOAT,
-                                         CUDNN_DATA_FLOAT, CUDNN_DEFAULT_MATH, V, H, H, 1, drop,
+                                         CUDNN_DATA_FLOAT, CUDNN_FMA_MATH, V, H, H, 1, drop,
                                          CUDNN_RNN_PADDED_IO_DISABLED));
     if (j->algo->algo == CUDNN_RNN_ALGO_PERSIST_DYNAMIC) CUDNN_CHECK(cudnnBuildRNNDynamic(dnn, rnn, B));
 
@@ -246,9 +252,14 @@ static void measure(const job *j, bench_record *r)
     CUDA_CHECK(cudaDeviceSynchronize());
 
     const float one = 1.0f, zero = 0.0f;
-    const float scale = o->mean ? (float)(1.0 / (double)rows) : 1.0f;
+    /* The reduction, as libgpurnn's: the step's loss is the sum of the T·B per-token
+       losses (sum) or that sum / (T·B) (mean). dY is scaled by the same factor, so every
+       gradient is the gradient of that loss. */
+    const double loss_scale = o->mean ? 1.0 / (double)rows : 1.0;
+    const float scale = (float)loss_scale;
     float *Why = params + why_off, *by = params + by_off, *dWhy = grads + why_off, *dby = grads + by_off;
-    float loss_host = 0;
+    float loss_host = 0; /* the sum of the per-token losses (cublasSasum of row_loss) */
+    double step_loss = NAN; /* the step's loss in the reduction's terms */
     int n = 0;
     double timed = 0;
     for (int it = -o->warmup; it < o->steps; it++) {
@@ -294,7 +305,8 @@ static void measure(const job *j, bench_record *r)
         float *swap = hx; /* carry the final state into the next step */
         hx = hy;
         hy = swap;
-        FAIL_IF(!isfinite(loss_host), "the loss is %g at step %d", (double)loss_host, it);
+        step_loss = (double)loss_host * loss_scale;
+        FAIL_IF(!isfinite(step_loss), "the loss is %g at step %d", step_loss, it);
         if (it < 0) continue;
         times[n++] = dt;
         timed += dt;
@@ -305,7 +317,7 @@ static void measure(const job *j, bench_record *r)
     r->tokens_per_s = (double)rows / r->median_s;
     r->flops_per_step = bench_model_flops(V, H, B, T);
     r->gflops = r->flops_per_step / r->median_s * 1e-9;
-    r->loss = o->mean ? loss_host : loss_host / (double)rows;
+    r->loss = o->mean ? step_loss : step_loss / (double)rows; /* per token, as gpurnn-bench's */
     r->dev_mem_bytes = free0 > free1 ? (double)(free0 - free1) : 0;
     r->dev_total_bytes = (double)total;
     BENCH_SET(r->status, "ok");
