@@ -7,7 +7,10 @@ same V, H, B, T as libgpurnn. One timed step is what a user's training loop does
     optimizer.zero_grad(); out, h = rnn(x, h0); loss = cross_entropy(linear(out), y)
     loss.backward(); clip_grad_norm_(params, clip); optimizer.step(); h0 = h.detach()
 
-(loss.item() is read every step, as libgpurnn returns the loss every step.)
+(loss.item() is read every step, as libgpurnn returns the loss every step.) --loss sum|mean
+is libgpurnn's reduction: the sum of the T*B per-token losses, or that sum / (T*B). TF32 is
+turned off before any model is built (cudnn.allow_tf32, cuda.matmul.allow_tf32, float32
+matmul precision "highest"), so that on a GPU too this would be FP32 against FP32.
 
 Front ends (--frontend):
   onehot     x is the one-hot (T, B, V) float tensor, built once before timing, and
@@ -90,6 +93,13 @@ def main():
                              (sys.executable, type(e).__name__, e)))
         return 0
 
+    # FP32 against FP32: libgpurnn computes in float32, and on sm_80+ GPUs PyTorch may run
+    # float32 convolutions/RNNs (cuDNN) and matmuls in TF32. Turn that off before any model
+    # is built (on the CPU these flags change nothing).
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+
     torch.set_num_threads(args.threads)
     try:
         torch.set_num_interop_threads(1)
@@ -141,6 +151,8 @@ def run_one(torch, nn, F, V, H, B, T, front, args):
         inp = embed(x) if embed is not None else x
         out, h = rnn(inp, h0)
         logits = head(out).reshape(T * B, V)
+        # reduction "sum": the sum of the T*B per-token losses; "mean": that sum / (T*B),
+        # libgpurnn's two reductions (gpurnn.h); the gradients are those of this loss
         loss = F.cross_entropy(logits, flat_targets, reduction=args.loss)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, args.clip)
@@ -167,7 +179,8 @@ def run_one(torch, nn, F, V, H, B, T, front, args):
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0  # Linux: kB
     return dict(repeats=n, median_s=median, min_s=times[0], max_s=times[-1],
                 tokens_per_s=T * B / median, flops_per_step=flops, gflops=flops / median * 1e-9,
-                loss=(loss / (T * B) if args.loss == "sum" else loss), peak_rss_bytes=peak)
+                loss=(loss / (T * B) if args.loss == "sum" else loss),  # per token, as gpurnn-bench's
+                peak_rss_bytes=peak)
 
 
 if __name__ == "__main__":
