@@ -25,7 +25,8 @@
  *      calls                                   from several threads at the same time
  *      --------------------------------------  ------------------------------------------
  *      functions that take no model            safe (config_init, backend_available,
- *                                              backend_check, status_string, version,
+ *                                              backend_check, backend_module,
+ *                                              status_string, version,
  *                                              model_load, model_create)
  *      any calls on different models           safe, and each gives the same results, bit
  *                                              for bit, as when the calls run one after
@@ -179,10 +180,26 @@ GPURNN_API gpurnn_status gpurnn_model_memory(const gpurnn_model *m, gpurnn_memor
 GPURNN_API int gpurnn_backend_available(gpurnn_backend b);
 
 /* GPURNN_OK if backend b is usable here; otherwise BACKEND_UNAVAILABLE (or
- * INVALID_ARGUMENT for an unknown value) with gpurnn_last_error() saying why, e.g.
- * "CUDA backend: not built in (libgpurnn was configured without a CUDA compiler)".
- * Use it to learn why AUTO resolved to the CPU. */
+ * INVALID_ARGUMENT for an unknown value) with gpurnn_last_error() saying why and naming
+ * the module file it tried, e.g. "CUDA backend: cannot load module
+ * /usr/local/lib/libgpurnn_cuda.so: libcublas.so.13: cannot open shared object file: No
+ * such file or directory", "... module libgpurnn_cuda.so not found (looked for ...)",
+ * "... has backend interface version 2; this libgpurnn (0.1.0) needs version 1", or the
+ * driver's or device's absence. Use it to learn why AUTO resolved to the CPU.
+ *
+ * The CUDA backend is a module, libgpurnn_cuda.so, that libgpurnn loads with dlopen the
+ * first time CUDA is asked for or probed (this call, gpurnn_backend_available, or a model
+ * created with AUTO or CUDA): from the path in the environment variable
+ * GPURNN_CUDA_MODULE when that is set, otherwise from beside libgpurnn.so, otherwise from
+ * the directory libgpurnn was installed to. libgpurnn itself links no CUDA library, so a
+ * program linked with it starts on any machine. The outcome of loading is fixed for the
+ * rest of the process; whether a device is usable is checked on each call. */
 GPURNN_API gpurnn_status gpurnn_backend_check(gpurnn_backend b);
+
+/* The path of the module file that libgpurnn loaded, or tried to load, for backend b
+ * (loading it first if nothing has asked for b yet); NULL for the CPU and AUTO, or when
+ * no module file was found. The string lives as long as the process. */
+GPURNN_API const char *gpurnn_backend_module(gpurnn_backend b);
 
 /* Number of parameters: 2HV + H^2 + H + V. 0 for NULL. */
 GPURNN_API size_t gpurnn_param_count(const gpurnn_model *m);

@@ -60,13 +60,9 @@ typedef struct gpurnn_backend_ops {
     void (*memory)(void *ctx, gpurnn_memory_report *report);
 } gpurnn_backend_ops;
 
-/* Each backend has one table per dtype. */
+/* Each backend has one table per dtype. The CUDA backend's come from its module
+ * (backend_module.h). */
 const gpurnn_backend_ops *gpurnn_cpu_backend(gpurnn_dtype dtype);
-#ifdef GPURNN_HAVE_CUDA
-const gpurnn_backend_ops *gpurnn_cuda_backend(gpurnn_dtype dtype);
-/* OK when a device is usable; otherwise BACKEND_UNAVAILABLE with the reason set. */
-gpurnn_status gpurnn_cuda_probe(void);
-#endif
 
 #ifdef __cplusplus
 }

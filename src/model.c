@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "backend_module.h"
 #include "bptt_plan.h"
 #include "error.h"
 #include "model.h"
@@ -24,22 +25,23 @@ const char *gpurnn_version(void) { return GPURNN_VERSION_STRING; }
 
 /* ---- backends ------------------------------------------------------------------- */
 
-static gpurnn_status cuda_check(void)
+/* The CUDA module's table when the module loads and a device is usable. */
+static gpurnn_status cuda_module_usable(const gpurnn_module **out)
 {
-#ifdef GPURNN_HAVE_CUDA
-    return gpurnn_cuda_probe();
-#else
-    return gpurnn_fail(GPURNN_ERR_BACKEND_UNAVAILABLE,
-                       "CUDA backend: not built in (libgpurnn was configured without a CUDA compiler)");
-#endif
+    const gpurnn_module *module = NULL;
+    gpurnn_status s = gpurnn_cuda_module(&module);
+    if (s == GPURNN_OK) s = module->probe();
+    if (s == GPURNN_OK) *out = module;
+    return s;
 }
 
 gpurnn_status gpurnn_backend_check(gpurnn_backend b)
 {
+    const gpurnn_module *module;
     switch (b) {
     case GPURNN_BACKEND_AUTO:
     case GPURNN_BACKEND_CPU: return GPURNN_OK;
-    case GPURNN_BACKEND_CUDA: return cuda_check();
+    case GPURNN_BACKEND_CUDA: return cuda_module_usable(&module);
     }
     return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
                        "backend = %d is not GPURNN_BACKEND_AUTO, _CPU or _CUDA", (int)b);
@@ -56,21 +58,28 @@ int gpurnn_backend_available(gpurnn_backend b)
     return ok;
 }
 
-/* Resolves AUTO and finds the table for a backend. */
+/* Resolves AUTO and finds the table for a backend. AUTO takes CUDA when its module loads
+ * and a device is usable, but never an emulated device (a test tool, not a product). */
 static gpurnn_status select_backend(gpurnn_backend requested, gpurnn_dtype dtype,
                                     gpurnn_backend *resolved,
                                     const gpurnn_backend_ops **ops)
 {
-    gpurnn_status s = gpurnn_backend_check(requested);
-    if (s != GPURNN_OK) return s;
-#ifdef GPURNN_HAVE_CUDA
-    if (requested == GPURNN_BACKEND_CUDA ||
-        (requested == GPURNN_BACKEND_AUTO && gpurnn_backend_available(GPURNN_BACKEND_CUDA))) {
-        *resolved = GPURNN_BACKEND_CUDA;
-        *ops = gpurnn_cuda_backend(dtype);
-        return GPURNN_OK;
+    if (requested != GPURNN_BACKEND_CPU) {
+        if (requested != GPURNN_BACKEND_CUDA && requested != GPURNN_BACKEND_AUTO)
+            return gpurnn_backend_check(requested); /* names the unknown value */
+        char saved[512];
+        strncpy(saved, gpurnn_last_error(), sizeof saved - 1);
+        saved[sizeof saved - 1] = '\0';
+        const gpurnn_module *module = NULL;
+        gpurnn_status s = cuda_module_usable(&module);
+        if (s == GPURNN_OK && (requested == GPURNN_BACKEND_CUDA || !module->is_emulator)) {
+            *resolved = GPURNN_BACKEND_CUDA;
+            *ops = module->ops(dtype);
+            return GPURNN_OK;
+        }
+        if (requested == GPURNN_BACKEND_CUDA) return s;
+        gpurnn_fail(GPURNN_OK, "%s", saved); /* AUTO's choice of the CPU is not a failure */
     }
-#endif
     *resolved = GPURNN_BACKEND_CPU;
     *ops = gpurnn_cpu_backend(dtype);
     return GPURNN_OK;
@@ -95,9 +104,9 @@ gpurnn_status gpurnn_model_create_empty(const gpurnn_config *resolved, gpurnn_mo
     m->state_count = (size_t)cfg.batch_size * (size_t)cfg.hidden_size;
     s = ops->create(&m->cfg, &m->ctx);
     if (s != GPURNN_OK && resolved->backend == GPURNN_BACKEND_AUTO && cfg.backend != GPURNN_BACKEND_CPU &&
-        (s == GPURNN_ERR_INVALID_ARGUMENT || s == GPURNN_ERR_OUT_OF_MEMORY)) {
+        (s == GPURNN_ERR_INVALID_ARGUMENT || s == GPURNN_ERR_OUT_OF_MEMORY || s == GPURNN_ERR_CUDA)) {
         /* AUTO means the CPU where CUDA cannot hold this configuration (too many tokens for
-         * its int32 indices, or too little device memory) */
+         * its int32 indices, or too little device memory) or the device fails to set it up */
         m->cfg.backend = GPURNN_BACKEND_CPU;
         m->ops = gpurnn_cpu_backend(cfg.dtype);
         s = m->ops->create(&m->cfg, &m->ctx);

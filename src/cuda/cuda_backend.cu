@@ -31,14 +31,17 @@
 #include "../bptt_plan.h"
 #include "../model.h"
 #include "../rng.h"
+#include "cuda_backend.h"
 #include "cuda_check.h"
 #include "kernels.cuh"
+#include "launch.cuh"
 
 namespace gpurnn {
 namespace {
 
-/* Host float64 <-> device copies go through a pinned buffer of this many values. */
-constexpr size_t kStageValues = 1 << 16;
+/* Token arrays go to the device through a pinned buffer of this many int32 values (1 MiB),
+ * so that pinned memory does not grow with max_seq_len * B. */
+constexpr size_t kTokenStageValues = (size_t)1 << 18;
 /* Tokens drawn per device-to-host copy while sampling. */
 constexpr int kSampleBatch = 4096;
 /* cuBLAS's own workspace for this model's handle: with one per handle, results stay
@@ -148,15 +151,22 @@ struct Model {
     unsigned char *blas_workspace = nullptr;
 
     /* pinned host */
-    int32_t *host_tokens = nullptr;   /* same layout as tokens */
+    int32_t *host_token_stage = nullptr; /* (kTokenStageValues) */
     double *host_scalars = nullptr;   /* (4) */
-    T *host_stage = nullptr;          /* (kStageValues) */
+    /* (max(n, B * H, chunk rows)): a whole buffer moves to or from the host in one copy */
+    T *host_mirror = nullptr;
+    /* Values of host_mirror that an enqueued host-to-device copy has yet to read:
+     * [pending_lo, pending_hi), empty when lo >= hi. A write elsewhere need not wait. */
+    size_t mirror_pending_lo = 0, mirror_pending_hi = 0;
     unsigned long long *host_bad = nullptr;
     int *host_sample_bad = nullptr;
     int32_t *host_sample_tokens = nullptr; /* (kSampleBatch) */
 
     size_t host_bytes[GPURNN_MEMORY_KINDS] = {};
     size_t device_bytes[GPURNN_MEMORY_KINDS] = {};
+
+    /* pageable host: the token arrays of the last forward, same layout as tokens */
+    int32_t *host_tokens = nullptr;
 
     /* host scatter plan of the last forward, per chunk: [first segment, end segment) */
     std::vector<int32_t> chunk_segments;
@@ -208,7 +218,8 @@ void destroy_model(Model<T> *m)
                             m->sample_weights, m->sample_tokens, m->sample_bad, m->blas_workspace};
     for (void *p : device_owned)
         if (p) cudaFree(p);
-    void *host_owned[] = {m->host_tokens, m->host_scalars, m->host_stage, m->host_bad, m->host_sample_bad,
+    gpurnn_free(m->host_tokens);
+    void *host_owned[] = {m->host_token_stage, m->host_scalars, m->host_mirror, m->host_bad, m->host_sample_bad,
                           m->host_sample_tokens};
     for (void *p : host_owned)
         if (p) cudaFreeHost(p);
@@ -291,9 +302,15 @@ gpurnn_status allocate(Model<T> *m)
     GPURNN_TRY(device_alloc(m, &m->sample_bad, 1, W, "sampling check"));
     GPURNN_TRY(device_alloc(m, &m->blas_workspace, kCublasWorkspaceBytes, W, "cuBLAS workspace"));
     CUBLAS_TRY(cublasSetWorkspace(m->blas, m->blas_workspace, kCublasWorkspaceBytes));
-    GPURNN_TRY(host_alloc(m, &m->host_tokens, token_values, A, "token staging"));
+    size_t token_bytes = token_values * sizeof(int32_t);
+    m->host_tokens = static_cast<int32_t *>(gpurnn_malloc(token_bytes));
+    if (!m->host_tokens)
+        return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes of host memory for the token arrays",
+                           token_bytes);
+    m->host_bytes[A] += token_bytes;
+    GPURNN_TRY(host_alloc(m, &m->host_token_stage, std::min(token_values, kTokenStageValues), A, "token staging"));
     GPURNN_TRY(host_alloc(m, &m->host_scalars, 4, W, "scalar staging"));
-    GPURNN_TRY(host_alloc(m, &m->host_stage, kStageValues, W, "value staging"));
+    GPURNN_TRY(host_alloc(m, &m->host_mirror, std::max({m->n, B * H, rows}), W, "host copy of a buffer"));
     GPURNN_TRY(host_alloc(m, &m->host_bad, 1, W, "update check staging"));
     GPURNN_TRY(host_alloc(m, &m->host_sample_bad, 1, W, "sampling check staging"));
     GPURNN_TRY(host_alloc(m, &m->host_sample_tokens, (size_t)kSampleBatch, W, "sampled token staging"));
@@ -304,12 +321,8 @@ gpurnn_status allocate(Model<T> *m)
         T *p = buffer(m, b, &count);
         CUDA_TRY(cudaMemsetAsync(p, 0, count * sizeof(T), m->stream));
     }
-    for (size_t i = 0; i < kStageValues && i < rows; i++) m->host_stage[i] = T(1);
-    for (size_t done = 0; done < rows; done += kStageValues) {
-        size_t count = std::min(kStageValues, rows - done);
-        CUDA_TRY(cudaMemcpyAsync(m->ones + done, m->host_stage, count * sizeof(T), cudaMemcpyHostToDevice, m->stream));
-        CUDA_TRY(cudaStreamSynchronize(m->stream));
-    }
+    for (size_t i = 0; i < rows; i++) m->host_mirror[i] = T(1);
+    CUDA_TRY(cudaMemcpyAsync(m->ones, m->host_mirror, rows * sizeof(T), cudaMemcpyHostToDevice, m->stream));
     CUDA_TRY(cudaStreamSynchronize(m->stream));
     return GPURNN_OK;
 }
@@ -360,7 +373,10 @@ gpurnn_status create(const gpurnn_config *cfg, void **out)
             m->chunk_segments.reserve((size_t)(m->max_T / m->chunk_steps) + 2);
             m->rows_sorted.reserve((size_t)m->chunk_steps * m->B);
         } catch (const std::bad_alloc &) {
-            s = gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "cannot allocate the host scatter plan");
+            size_t bytes = ((size_t)(m->max_T / m->chunk_steps) + 2) * sizeof(int32_t) +
+                           (size_t)m->chunk_steps * m->B * sizeof(int64_t);
+            s = gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes of host memory for the scatter plan",
+                            bytes);
         }
     }
     if (s != GPURNN_OK) {
@@ -377,6 +393,19 @@ void destroy(void *ctx)
     destroy_model(static_cast<Model<T> *>(ctx));
 }
 
+/* The mirror may be overwritten only where no enqueued copy still reads it. */
+template <typename T>
+gpurnn_status claim_mirror(Model<T> *m, size_t lo, size_t hi)
+{
+    if (lo < m->mirror_pending_hi && m->mirror_pending_lo < hi) {
+        CUDA_TRY(cudaStreamSynchronize(m->stream));
+        m->mirror_pending_lo = m->mirror_pending_hi = 0;
+    }
+    return GPURNN_OK;
+}
+
+/* One copy of the whole range into the host mirror, one synchronisation, then the
+ * conversion to float64. */
 template <typename T>
 gpurnn_status read(void *ctx, gpurnn_buffer which, size_t offset, size_t n, double *dst)
 {
@@ -385,15 +414,16 @@ gpurnn_status read(void *ctx, gpurnn_buffer which, size_t offset, size_t n, doub
     CUDA_TRY(device_guard.err);
     size_t count;
     const T *src = buffer(m, which, &count) + offset;
-    for (size_t done = 0; done < n; done += kStageValues) {
-        size_t chunk = std::min(kStageValues, n - done);
-        CUDA_TRY(cudaMemcpyAsync(m->host_stage, src + done, chunk * sizeof(T), cudaMemcpyDeviceToHost, m->stream));
-        CUDA_TRY(cudaStreamSynchronize(m->stream));
-        for (size_t i = 0; i < chunk; i++) dst[done + i] = (double)m->host_stage[i];
-    }
+    CUDA_TRY(cudaMemcpyAsync(m->host_mirror, src, n * sizeof(T), cudaMemcpyDeviceToHost, m->stream));
+    CUDA_TRY(cudaStreamSynchronize(m->stream));
+    m->mirror_pending_lo = m->mirror_pending_hi = 0;
+    for (size_t i = 0; i < n; i++) dst[i] = (double)m->host_mirror[i];
     return GPURNN_OK;
 }
 
+/* The conversion into the mirror at the buffer's own offset and one copy, left to run in
+ * stream order: consecutive writes of different ranges (the dispatch layer initialises
+ * parameters a slice at a time) then cost no synchronisation at all. */
 template <typename T>
 gpurnn_status write(void *ctx, gpurnn_buffer which, size_t offset, size_t n, const double *src)
 {
@@ -402,11 +432,16 @@ gpurnn_status write(void *ctx, gpurnn_buffer which, size_t offset, size_t n, con
     CUDA_TRY(device_guard.err);
     size_t count;
     T *dst = buffer(m, which, &count) + offset;
-    for (size_t done = 0; done < n; done += kStageValues) {
-        size_t chunk = std::min(kStageValues, n - done);
-        for (size_t i = 0; i < chunk; i++) m->host_stage[i] = (T)src[done + i];
-        CUDA_TRY(cudaMemcpyAsync(dst + done, m->host_stage, chunk * sizeof(T), cudaMemcpyHostToDevice, m->stream));
-        CUDA_TRY(cudaStreamSynchronize(m->stream));
+    GPURNN_TRY(claim_mirror(m, offset, offset + n));
+    T *staged = m->host_mirror + offset;
+    for (size_t i = 0; i < n; i++) staged[i] = (T)src[i];
+    CUDA_TRY(cudaMemcpyAsync(dst, staged, n * sizeof(T), cudaMemcpyHostToDevice, m->stream));
+    if (m->mirror_pending_lo >= m->mirror_pending_hi) {
+        m->mirror_pending_lo = offset;
+        m->mirror_pending_hi = offset + n;
+    } else {
+        m->mirror_pending_lo = std::min(m->mirror_pending_lo, offset);
+        m->mirror_pending_hi = std::max(m->mirror_pending_hi, offset + n);
     }
     return GPURNN_OK;
 }
@@ -467,6 +502,22 @@ void plan_tokens(Model<T> *m, const int32_t *inputs, const int32_t *targets, int
      * whole order array. */
 }
 
+/* host_tokens[0, count) to the device through the bounded pinned stage: a copy may read the
+ * stage only until the next piece overwrites it, so every piece after the first waits for
+ * the one before (the previous call's pieces were waited for by its synchronisation). */
+template <typename T>
+gpurnn_status upload_tokens(Model<T> *m, size_t count)
+{
+    for (size_t done = 0; done < count; done += kTokenStageValues) {
+        size_t piece = std::min(kTokenStageValues, count - done);
+        if (done > 0) CUDA_TRY(cudaStreamSynchronize(m->stream));
+        memcpy(m->host_token_stage, m->host_tokens + done, piece * sizeof(int32_t));
+        CUDA_TRY(cudaMemcpyAsync(m->tokens + done, m->host_token_stage, piece * sizeof(int32_t),
+                                 cudaMemcpyHostToDevice, m->stream));
+    }
+    return GPURNN_OK;
+}
+
 template <typename T>
 gpurnn_status output_logits(Model<T> *m, const T *h, int rows)
 {
@@ -490,9 +541,8 @@ gpurnn_status run_recurrence(Model<T> *m, T *states, const int32_t *x, int steps
             GPURNN_TRY(gemv_rm<T>(m->blas, false, H, H, T(1), Whh, H, prev, T(0), cur));
         else
             GPURNN_TRY(gemm_rm<T>(m->blas, false, true, B, H, H, T(1), prev, H, Whh, H, T(0), cur, H));
-        forward_pointwise<T><<<blocks_for(step), kThreads, 0, m->stream>>>(
-            cur, wxh(m, m->params), bh(m, m->params), x + (size_t)t * B, B, H, V);
-        CUDA_TRY_LAUNCH("forward_pointwise");
+        CUDA_TRY_LAUNCH(launch(forward_pointwise<T>, blocks_for(step), kThreads, 0, m->stream, cur,
+            wxh(m, m->params), bh(m, m->params), x + (size_t)t * B, B, H, V), "forward_pointwise");
     }
     return GPURNN_OK;
 }
@@ -541,8 +591,7 @@ gpurnn_status forward(void *ctx, const int32_t *inputs, const int32_t *targets, 
     m->window_lo = 1;   /* nothing valid until this pass ends */
     m->window_hi = 0;
     plan_tokens(m, inputs, targets, T_steps);
-    CUDA_TRY(cudaMemcpyAsync(m->tokens, m->host_tokens, (size_t)kTokenArrays * T_steps * B * sizeof(int32_t),
-                             cudaMemcpyHostToDevice, m->stream));
+    GPURNN_TRY(upload_tokens(m, (size_t)kTokenArrays * T_steps * B));
     CUDA_TRY(cudaMemsetAsync(m->scalars, 0, sizeof(double), m->stream));
 
     const int32_t *x = token_array(m, m->tokens, kInputs);
@@ -564,11 +613,10 @@ gpurnn_status forward(void *ctx, const int32_t *inputs, const int32_t *targets, 
                                          step * sizeof(T), cudaMemcpyDeviceToDevice, m->stream));
 
         GPURNN_TRY(output_logits(m, states + step, rows));
-        softmax_loss<T><<<rows, kThreads, 0, m->stream>>>(m->logits, by(m, m->params), tgt + (size_t)t0 * B, V,
-                                                          m->row_lse + (size_t)t0 * B, m->row_loss);
-        CUDA_TRY_LAUNCH("softmax_loss");
-        accumulate_sum<<<1, kThreads, 0, m->stream>>>(m->row_loss, rows, m->scalars);
-        CUDA_TRY_LAUNCH("accumulate_sum");
+        CUDA_TRY_LAUNCH(launch(softmax_loss<T>, rows, kThreads, 0, m->stream, m->logits, by(m, m->params),
+            tgt + (size_t)t0 * B, V, m->row_lse + (size_t)t0 * B, m->row_loss), "softmax_loss");
+        CUDA_TRY_LAUNCH(launch(accumulate_sum, 1, kThreads, 0, m->stream, m->row_loss, rows,
+            m->scalars), "accumulate_sum");
         if (t0 + steps == T_steps && k != GPURNN_BPTT_KEEP_ALL) {
             /* backward starts with this chunk: its states need no recomputation */
             m->window_first = states;
@@ -614,18 +662,17 @@ gpurnn_status backward(void *ctx)
         const T *h = h_prev + step; /* (rows, H): h_t0 .. */
 
         GPURNN_TRY(output_logits(m, h, rows));
-        output_gradient<T><<<blocks_for((size_t)rows * V), kThreads, 0, m->stream>>>(
-            m->logits, by(m, m->params), m->row_lse + (size_t)t0 * B, tgt + (size_t)t0 * B, rows, V, scale);
-        CUDA_TRY_LAUNCH("output_gradient");
+        CUDA_TRY_LAUNCH(launch(output_gradient<T>, blocks_for((size_t)rows * V), kThreads, 0, m->stream,
+            m->logits, by(m, m->params), m->row_lse + (size_t)t0 * B, tgt + (size_t)t0 * B, rows, V,
+            scale), "output_gradient");
         GPURNN_TRY(gemv_rm<T>(m->blas, true, rows, V, T(1), m->logits, V, m->ones, T(1), dby));
         GPURNN_TRY(gemm_rm<T>(m->blas, true, false, V, H, rows, T(1), m->logits, V, h, H, T(1), dWhy, H));
         GPURNN_TRY(gemm_rm<T>(m->blas, false, false, rows, H, V, T(1), m->logits, V, Why, H, T(0), m->dh, H));
 
         for (int t = t0 + steps - 1; t >= t0; t--) {
             T *dz = m->dh + (size_t)(t - t0) * step;
-            tanh_backward_step<T><<<blocks_for(step), kThreads, 0, m->stream>>>(
-                dz, h + (size_t)(t - t0) * step, m->dh_next, step);
-            CUDA_TRY_LAUNCH("tanh_backward_step");
+            CUDA_TRY_LAUNCH(launch(tanh_backward_step<T>, blocks_for(step), kThreads, 0, m->stream, dz,
+                h + (size_t)(t - t0) * step, m->dh_next, step), "tanh_backward_step");
             if (t == 0) continue;
             if (B == 1)
                 GPURNN_TRY(gemv_rm<T>(m->blas, true, H, H, T(1), Whh, H, dz, T(0), m->dh_next));
@@ -637,11 +684,10 @@ gpurnn_status backward(void *ctx)
         GPURNN_TRY(gemv_rm<T>(m->blas, true, rows, H, T(1), m->dh, H, m->ones, T(1), dbh));
         int first = m->chunk_segments[chunk], segments = m->chunk_segments[chunk + 1] - first;
         dim3 grid((unsigned)segments, (unsigned)((H + kThreads - 1) / kThreads));
-        scatter_input_gradient<T><<<grid, kThreads, 0, m->stream>>>(
-            dWxh, m->dh, token_array(m, m->tokens, kOrder),
-            token_array(m, m->tokens, kSegmentToken) + first, token_array(m, m->tokens, kSegmentBegin) + first,
-            token_array(m, m->tokens, kSegmentEnd) + first, H, V);
-        CUDA_TRY_LAUNCH("scatter_input_gradient");
+        CUDA_TRY_LAUNCH(launch(scatter_input_gradient<T>, grid, kThreads, 0, m->stream, dWxh, m->dh,
+            token_array(m, m->tokens, kOrder), token_array(m, m->tokens, kSegmentToken) + first,
+            token_array(m, m->tokens, kSegmentBegin) + first, token_array(m, m->tokens, kSegmentEnd) + first, H,
+            V), "scatter_input_gradient");
     }
     CUDA_TRY(cudaStreamSynchronize(m->stream)); /* a device fault is this call's error, not the next one's */
     return GPURNN_OK;
@@ -653,10 +699,10 @@ gpurnn_status grad_sumsq(void *ctx, double *sumsq)
     Model<T> *m = static_cast<Model<T> *>(ctx);
     DeviceGuard device_guard(m->device);
     CUDA_TRY(device_guard.err);
-    sum_squares_partial<T><<<kReduceBlocks, kThreads, 0, m->stream>>>(m->grads, m->n, m->partials);
-    CUDA_TRY_LAUNCH("sum_squares_partial");
-    sum_partials<<<1, kThreads, 0, m->stream>>>(m->partials, kReduceBlocks, m->scalars + 1);
-    CUDA_TRY_LAUNCH("sum_partials");
+    CUDA_TRY_LAUNCH(launch(sum_squares_partial<T>, kReduceBlocks, kThreads, 0, m->stream, m->grads, m->n,
+        m->partials), "sum_squares_partial");
+    CUDA_TRY_LAUNCH(launch(sum_partials, 1, kThreads, 0, m->stream, m->partials, kReduceBlocks,
+        m->scalars + 1), "sum_partials");
     CUDA_TRY(cudaMemcpyAsync(m->host_scalars + 1, m->scalars + 1, sizeof(double), cudaMemcpyDeviceToHost, m->stream));
     CUDA_TRY(cudaStreamSynchronize(m->stream));
     *sumsq = m->host_scalars[1];
@@ -669,8 +715,8 @@ gpurnn_status grad_scale(void *ctx, double factor)
     Model<T> *m = static_cast<Model<T> *>(ctx);
     DeviceGuard device_guard(m->device);
     CUDA_TRY(device_guard.err);
-    scale_values<T><<<blocks_for(m->n), kThreads, 0, m->stream>>>(m->grads, m->n, (T)factor);
-    CUDA_TRY_LAUNCH("scale_values");
+    CUDA_TRY_LAUNCH(launch(scale_values<T>, blocks_for(m->n), kThreads, 0, m->stream, m->grads, m->n,
+        (T)factor), "scale_values");
     CUDA_TRY(cudaStreamSynchronize(m->stream));
     return GPURNN_OK;
 }
@@ -681,8 +727,8 @@ gpurnn_status grad_clamp(void *ctx, double limit)
     Model<T> *m = static_cast<Model<T> *>(ctx);
     DeviceGuard device_guard(m->device);
     CUDA_TRY(device_guard.err);
-    clamp_values<T><<<blocks_for(m->n), kThreads, 0, m->stream>>>(m->grads, m->n, (T)limit);
-    CUDA_TRY_LAUNCH("clamp_values");
+    CUDA_TRY_LAUNCH(launch(clamp_values<T>, blocks_for(m->n), kThreads, 0, m->stream, m->grads, m->n,
+        (T)limit), "clamp_values");
     CUDA_TRY(cudaStreamSynchronize(m->stream));
     return GPURNN_OK;
 }
@@ -697,17 +743,16 @@ gpurnn_status step(void *ctx, const gpurnn_update_rule *rule, size_t *bad_index)
                  rule->eps, rule->bias_correction1, rule->bias_correction2};
     *m->host_bad = (unsigned long long)m->n;
     CUDA_TRY(cudaMemcpyAsync(m->first_bad, m->host_bad, sizeof *m->host_bad, cudaMemcpyHostToDevice, m->stream));
-    find_bad_update<T><<<blocks_for(m->n), kThreads, 0, m->stream>>>(r, m->params, m->grads, m->opt0, m->opt1,
-                                                                      m->n, m->first_bad);
-    CUDA_TRY_LAUNCH("find_bad_update");
+    CUDA_TRY_LAUNCH(launch(find_bad_update<T>, blocks_for(m->n), kThreads, 0, m->stream, r, m->params, m->grads,
+        m->opt0, m->opt1, m->n, m->first_bad), "find_bad_update");
     CUDA_TRY(cudaMemcpyAsync(m->host_bad, m->first_bad, sizeof *m->host_bad, cudaMemcpyDeviceToHost, m->stream));
     CUDA_TRY(cudaStreamSynchronize(m->stream));
     if (*m->host_bad < (unsigned long long)m->n) {
         *bad_index = (size_t)*m->host_bad;
         return GPURNN_ERR_NUMERIC;
     }
-    apply_update<T><<<blocks_for(m->n), kThreads, 0, m->stream>>>(r, m->params, m->grads, m->opt0, m->opt1, m->n);
-    CUDA_TRY_LAUNCH("apply_update");
+    CUDA_TRY_LAUNCH(launch(apply_update<T>, blocks_for(m->n), kThreads, 0, m->stream, r, m->params, m->grads,
+        m->opt0, m->opt1, m->n), "apply_update");
     CUDA_TRY(cudaStreamSynchronize(m->stream));
     return GPURNN_OK;
 }
@@ -726,19 +771,18 @@ gpurnn_status sample(void *ctx, int32_t first_token, int n, double temperature, 
     CUDA_TRY(cudaMemsetAsync(m->sample_bad, 0, sizeof(int), m->stream));
     m->host_sample_tokens[0] = first_token;
     CUDA_TRY(cudaMemcpyAsync(current, m->host_sample_tokens, sizeof(int32_t), cudaMemcpyHostToDevice, m->stream));
-    for (int done = 0; done < n; done += kSampleBatch) {
-        int batch = std::min(kSampleBatch, n - done);
+    /* long long: done + kSampleBatch passes INT_MAX when n is within a batch of it */
+    for (long long done = 0; done < n; done += kSampleBatch) {
+        int batch = (int)std::min((long long)kSampleBatch, (long long)n - done);
         for (int j = 0; j < batch; j++) {
             GPURNN_TRY(gemv_rm<T>(m->blas, false, H, H, T(1), whh(m, m->params), H, h, T(0), next));
-            sample_hidden<T><<<blocks_for((size_t)H), kThreads, 0, m->stream>>>(
-                next, wxh(m, m->params), bh(m, m->params), current, H, V);
-            CUDA_TRY_LAUNCH("sample_hidden");
+            CUDA_TRY_LAUNCH(launch(sample_hidden<T>, blocks_for((size_t)H), kThreads, 0, m->stream, next,
+                wxh(m, m->params), bh(m, m->params), current, H, V), "sample_hidden");
             std::swap(h, next);
             GPURNN_TRY(gemv_rm<T>(m->blas, false, V, H, T(1), why(m, m->params), H, h, T(0), m->sample_logits));
-            sample_draw<T><<<1, kThreads, 0, m->stream>>>(m->sample_logits, by(m, m->params), V, temperature,
-                                                          seed, (unsigned long long)(done + j), m->sample_weights,
-                                                          m->sample_tokens + j, current, m->sample_bad);
-            CUDA_TRY_LAUNCH("sample_draw");
+            CUDA_TRY_LAUNCH(launch(sample_draw<T>, 1, kThreads, 0, m->stream, m->sample_logits,
+                by(m, m->params), V, temperature, seed, (unsigned long long)(done + j), m->sample_weights,
+                m->sample_tokens + j, current, m->sample_bad), "sample_draw");
         }
         CUDA_TRY(cudaMemcpyAsync(m->host_sample_tokens, m->sample_tokens, (size_t)batch * sizeof(int32_t),
                                  cudaMemcpyDeviceToHost, m->stream));
@@ -797,11 +841,54 @@ extern "C" const gpurnn_backend_ops *gpurnn_cuda_backend(gpurnn_dtype dtype)
 
 namespace gpurnn {
 namespace {
+
 __global__ void probe_kernel(int *out) { *out = 1; }
+
+/* What the probe found for one device, kept because finding it synchronises the whole
+ * device (other threads' models included); each device is probed the first time it is
+ * current. A failure that may pass (an allocation) is not kept. */
+constexpr int kMaxProbedDevices = 64;
+struct ProbeResult {
+    bool known = false;
+    gpurnn_status status = GPURNN_OK;
+    char message[512] = "";
+};
+std::mutex probe_mutex;
+ProbeResult probe_results[kMaxProbedDevices];
+
+gpurnn_status probe_device(int device, bool *keep)
+{
+    *keep = true;
+    /* A device this build has no kernel image (or PTX) for fails only at launch: try one. */
+    int *flag = nullptr;
+    cudaError_t err = cudaMalloc((void **)&flag, sizeof(int));
+    if (err != cudaSuccess) {
+        (void)cudaGetLastError();
+        *keep = false;
+        return gpurnn_fail(GPURNN_ERR_BACKEND_UNAVAILABLE,
+                           "CUDA backend: cannot allocate %zu bytes on device %d to test it: %s (%s)", sizeof(int),
+                           device, cudaGetErrorString(err), cudaGetErrorName(err));
+    }
+    err = launch(probe_kernel, 1, 1, 0, nullptr, flag);
+    if (err == cudaSuccess) err = cudaDeviceSynchronize();
+    cudaFree(flag);
+    (void)cudaGetLastError();
+    if (err != cudaSuccess) {
+        int major = 0, minor = 0;
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+        (void)cudaGetLastError();
+        return gpurnn_fail(GPURNN_ERR_BACKEND_UNAVAILABLE,
+                           "CUDA backend: device %d (compute capability %d.%d) cannot run this build's kernels: %s",
+                           device, major, minor, cudaGetErrorString(err));
+    }
+    return GPURNN_OK;
+}
+
 } // namespace
 } // namespace gpurnn
 
-static gpurnn_status probe_uncached(void)
+extern "C" gpurnn_status gpurnn_cuda_probe(void)
 {
     int count = 0;
     cudaError_t err = cudaGetDeviceCount(&count);
@@ -815,39 +902,33 @@ static gpurnn_status probe_uncached(void)
     if (err != cudaSuccess)
         return gpurnn_fail(GPURNN_ERR_BACKEND_UNAVAILABLE, "CUDA backend: cudaGetDeviceCount failed: %s (%s)",
                            cudaGetErrorString(err), cudaGetErrorName(err));
-    /* A device this build has no kernel image (or PTX) for fails only at launch: try one. */
-    int *flag = nullptr;
-    err = cudaMalloc((void **)&flag, sizeof(int));
-    if (err == cudaSuccess) {
-        gpurnn::probe_kernel<<<1, 1>>>(flag);
-        err = cudaGetLastError();
-        if (err == cudaSuccess) err = cudaDeviceSynchronize();
-        cudaFree(flag);
-    }
-    (void)cudaGetLastError();
+    int device = 0;
+    err = cudaGetDevice(&device);
     if (err != cudaSuccess) {
-        int device = 0, major = 0, minor = 0;
-        cudaGetDevice(&device);
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
         (void)cudaGetLastError();
-        return gpurnn_fail(GPURNN_ERR_BACKEND_UNAVAILABLE,
-                           "CUDA backend: device %d (compute capability %d.%d) cannot run this build's kernels: %s",
-                           device, major, minor, cudaGetErrorString(err));
+        return gpurnn_fail(GPURNN_ERR_BACKEND_UNAVAILABLE, "CUDA backend: cudaGetDevice failed: %s (%s)",
+                           cudaGetErrorString(err), cudaGetErrorName(err));
     }
-    return GPURNN_OK;
+    std::lock_guard<std::mutex> lock(gpurnn::probe_mutex);
+    bool cacheable = device >= 0 && device < gpurnn::kMaxProbedDevices;
+    if (cacheable && gpurnn::probe_results[device].known) {
+        const gpurnn::ProbeResult &r = gpurnn::probe_results[device];
+        return r.status == GPURNN_OK ? GPURNN_OK : gpurnn_fail(r.status, "%s", r.message);
+    }
+    bool keep = false;
+    gpurnn_status s = gpurnn::probe_device(device, &keep);
+    if (cacheable && keep) {
+        gpurnn::ProbeResult &r = gpurnn::probe_results[device];
+        r.status = s;
+        if (s != GPURNN_OK) snprintf(r.message, sizeof r.message, "%s", gpurnn_last_error());
+        r.known = true;
+    }
+    return s;
 }
 
-/* The answer cannot change while the process runs, and finding it synchronises the whole
- * device (other threads' models included): probe once. */
-extern "C" gpurnn_status gpurnn_cuda_probe(void)
+extern "C" gpurnn_status gpurnn_cuda_memory_info(size_t *free_bytes, size_t *total_bytes)
 {
-    static std::once_flag once;
-    static gpurnn_status status = GPURNN_OK;
-    static char message[512];
-    std::call_once(once, [] {
-        status = probe_uncached();
-        if (status != GPURNN_OK) snprintf(message, sizeof message, "%s", gpurnn_last_error());
-    });
-    return status == GPURNN_OK ? GPURNN_OK : gpurnn_fail(status, "%s", message);
+    cudaError_t err = cudaMemGetInfo(free_bytes, total_bytes);
+    if (err != cudaSuccess) return gpurnn_cuda_status(err, "cudaMemGetInfo");
+    return GPURNN_OK;
 }

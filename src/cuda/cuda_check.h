@@ -58,10 +58,11 @@ static inline gpurnn_status gpurnn_cublas_status(cublasStatus_t st, const char *
             return gpurnn_cublas_status(cublas_try_st_, #call);                                    \
     } while (0)
 
-/* After a kernel launch: a bad configuration shows up here, a fault at the next sync. */
-#define CUDA_TRY_LAUNCH(kernel_name)                                                               \
+/* Around a kernel launch (launch.cuh): a bad configuration is the launch's own error, a
+ * fault in the kernel shows up at the next synchronisation. */
+#define CUDA_TRY_LAUNCH(launch_call, kernel_name)                                                  \
     do {                                                                                           \
-        cudaError_t cuda_launch_err_ = cudaGetLastError();                                         \
+        cudaError_t cuda_launch_err_ = (launch_call);                                              \
         if (cuda_launch_err_ == cudaSuccess && gpurnn_fault_device_call())                         \
             cuda_launch_err_ = cudaErrorLaunchFailure;                                             \
         if (cuda_launch_err_ != cudaSuccess)                                                       \
