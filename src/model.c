@@ -30,9 +30,15 @@ static gpurnn_status cuda_module_usable(const gpurnn_module **out)
 {
     const gpurnn_module *module = NULL;
     gpurnn_status s = gpurnn_cuda_module(&module);
-    if (s == GPURNN_OK) s = module->probe();
-    if (s == GPURNN_OK) *out = module;
-    return s;
+    if (s != GPURNN_OK) return s; /* the message names the module file already */
+    s = module->probe();
+    if (s != GPURNN_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", gpurnn_last_error());
+        return gpurnn_fail(s, "%s (module %s)", why, gpurnn_backend_module(GPURNN_BACKEND_CUDA));
+    }
+    *out = module;
+    return GPURNN_OK;
 }
 
 gpurnn_status gpurnn_backend_check(gpurnn_backend b)

@@ -7,6 +7,10 @@
 #              gpurnn::gpurnn_static) against <work>/prefix, and run both programs
 #   pkgconfig  cc ... $(pkg-config --cflags --libs gpurnn) with PKG_CONFIG_PATH pointing
 #              into <work>/prefix, and run the program with LD_LIBRARY_PATH set
+#   nocuda     copy the installed library tree, without the CUDA module and then with a
+#              module whose dependency cannot be loaded, and run the README's program
+#              linked against the copy with an empty LD_LIBRARY_PATH: it must start and
+#              train on the CPU, and gpurnn_backend_check must say why CUDA is unavailable
 #   readme     check that README.md shows examples/readme_example.c verbatim, and that
 #              .ci/run runs README.md's quick-start commands as written
 #
@@ -16,7 +20,7 @@ set -euo pipefail
 
 step=$1
 shift
-build_dir= source_dir= work= libdir=lib bindir=bin cmake=cmake cc=cc pkg_config= config=
+build_dir= source_dir= work= libdir=lib bindir=bin cmake=cmake cc=cc pkg_config= config= broken_module=
 while [ $# -gt 0 ]; do
     case $1 in
     --build-dir) build_dir=$2 ;;
@@ -28,6 +32,7 @@ while [ $# -gt 0 ]; do
     --cc) cc=$2 ;;
     --pkg-config) pkg_config=$2 ;;
     --config) config=$2 ;;
+    --broken-module) broken_module=$2 ;;
     *) echo "run_package_test.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift 2
@@ -55,6 +60,14 @@ install)
         fi
     done
     echo "installed: header, shared and static library, CMake package, pkg-config file"
+    if [ -e "$build_dir/src/libgpurnn_cuda.so" ]; then
+        if [ ! -e "$prefix/$libdir/libgpurnn_cuda.so" ]; then
+            echo "FAIL: the CUDA module was built but not installed beside libgpurnn" >&2
+            exit 1
+        fi
+        echo "installed: the CUDA module $libdir/libgpurnn_cuda.so"
+    fi
+    bash "$source_dir/tests/module/check_no_cuda_links.sh" "$prefix/$libdir/libgpurnn.so" "$prefix/$libdir/libgpurnn.a"
     trainer=$prefix/$bindir/gpurnn-train-sequence
     if [ -x "$trainer" ]; then
         # Runs from the prefix with no LD_LIBRARY_PATH: its RPATH must find the library.
@@ -96,6 +109,38 @@ pkgconfig)
         "$(readlink -f "$prefix")"/*) echo "linked at run time: $lib" ;;
         *) echo "FAIL: the program loaded libgpurnn from '$lib', not from $prefix" >&2; exit 1 ;;
         esac
+    fi
+    ;;
+nocuda)
+    copy=$work/nocuda
+    rm -rf "$copy"
+    mkdir -p "$copy/build"
+    cp -a "$prefix/." "$copy/"
+    rm -f "$copy/$libdir/libgpurnn_cuda.so"
+    for program in readme_example backend_report; do
+        src=$example
+        [ $program = backend_report ] && src=$source_dir/tests/package/backend_report.c
+        # shellcheck disable=SC2086 # the flags are words
+        run "$cc" -std=c11 -Wall -Wextra -Werror -o "$copy/build/$program" "$src" -I"$copy/include" \
+            -L"$copy/$libdir" -Wl,-rpath,"$copy/$libdir" -lgpurnn
+    done
+    check() { # what: the library copy as it is now must train on the CPU and say why not CUDA
+        local what=$1 expect=$2 report
+        echo "-- $what"
+        run env LD_LIBRARY_PATH= GPURNN_CUDA_MODULE= "$copy/build/readme_example" | tee "$copy/out.txt"
+        grep -q " on CPU: " "$copy/out.txt" || { echo "FAIL ($what): did not train on the CPU" >&2; exit 1; }
+        report=$(env LD_LIBRARY_PATH= GPURNN_CUDA_MODULE= "$copy/build/backend_report")
+        echo "$report"
+        if ! echo "$report" | grep -Eq "$expect"; then
+            echo "FAIL ($what): expected the reason to match: $expect" >&2
+            exit 1
+        fi
+    }
+    check "no CUDA module beside the library" "CUDA unavailable: CUDA backend: module libgpurnn_cuda.so not found"
+    if [ -n "$broken_module" ]; then
+        cp "$broken_module" "$copy/$libdir/libgpurnn_cuda.so"
+        check "a CUDA module whose dependency cannot be loaded" \
+            "cannot load module $copy/$libdir/libgpurnn_cuda.so: libgpurnn_test_phantom.so: cannot open shared object file"
     fi
     ;;
 readme)
