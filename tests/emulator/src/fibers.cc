@@ -87,6 +87,8 @@ struct BlockState {
     const char *barrier_file = nullptr;
     int barrier_line = 0;
     unsigned warp_waiting[32] = {}; /* lanes waiting at a warp operation, per warp */
+    unsigned warp_exited[32] = {};  /* lanes that have exited, per warp */
+    unsigned warp_at_barrier[32] = {}; /* lanes waiting at __syncthreads, per warp */
     bool new_phase = false;
     bool trapped = false;
 };
@@ -200,6 +202,7 @@ void fiber_main(ctx::transfer_t t)
         g_kernel->run_thread(g_kernel->closure);
         check_exit(*g_current);
         g_current->state = State::kDone;
+        g_block.warp_exited[g_current->linear >> 5] |= 1u << (g_current->linear & 31);
         g_block.done++;
         thread = static_cast<EmuThread *>(switch_to_scheduler(kThreadFinished).data);
     }
@@ -271,6 +274,7 @@ const unsigned *next_order()
 /* Lanes of t's warp that wait at a warp operation whose mask names t. */
 unsigned lanes_waiting_for(const EmuThread &t)
 {
+    if (g_block.warp_waiting[t.linear >> 5] == 0) return 0;
     unsigned base = t.linear & ~31u, lane = t.linear & 31u, waiting = g_block.warp_waiting[t.linear >> 5], found = 0;
     for (unsigned l = 0; l < 32; l++)
         if ((waiting >> l & 1) && (g_block.threads[base + l].mask >> lane & 1)) found |= 1u << l;
@@ -376,6 +380,8 @@ bool run_block(dim3 block)
     b.new_phase = false;
     b.trapped = false;
     memset(b.warp_waiting, 0, sizeof b.warp_waiting);
+    memset(b.warp_exited, 0, sizeof b.warp_exited);
+    memset(b.warp_at_barrier, 0, sizeof b.warp_at_barrier);
     unsigned n = b.nthreads;
     for (unsigned i = 0; i < n; i++) {
         EmuThread &t = b.threads[i];
@@ -421,7 +427,7 @@ void syncthreads_at(const char *file, int line)
                       "barrier can never complete",
                       where(*t).c_str(), file, line, b.done, thread_name(b.threads[i]).c_str());
     }
-    if (b.at_barrier > 0 && (b.barrier_line != line || strcmp(b.barrier_file, file) != 0))
+    if (b.at_barrier > 0 && (b.barrier_line != line || (b.barrier_file != file && strcmp(b.barrier_file, file) != 0)))
         fatal("%s reached __syncthreads at %s:%d while %u threads of the block wait at __syncthreads at %s:%d: "
               "divergent barriers",
               where(*t).c_str(), file, line, b.at_barrier, b.barrier_file, b.barrier_line);
@@ -431,8 +437,10 @@ void syncthreads_at(const char *file, int line)
     t->file = file;
     t->line = line;
     t->state = State::kAtBarrier;
+    b.warp_at_barrier[t->linear >> 5] |= 1u << (t->linear & 31);
     if (++b.at_barrier == b.nthreads) {
         for (unsigned i = 0; i < b.nthreads; i++) b.threads[i].state = State::kReady;
+        memset(b.warp_at_barrier, 0, sizeof b.warp_at_barrier);
         b.at_barrier = 0;
         b.new_phase = true;
     }
@@ -458,22 +466,35 @@ uint64_t warp_op(WarpOp op, const char *file, int line, unsigned mask, uint64_t 
         fatal("%s: %s at %s:%d with width %d: must be a power of 2 from 1 to 32", where(*t).c_str(), op_name(op), file,
               line, width);
     /* Every other lane of the mask must be on its way here, or here already. */
-    for (unsigned l = 0; l < 32; l++) {
-        if (!(mask >> l & 1) || l == lane) continue;
-        const EmuThread &o = b.threads[base + l];
-        if (o.state == State::kDone)
-            fatal("%s: %s at %s:%d with mask 0x%08x names lane %u (%s), which has exited", where(*t).c_str(),
-                  op_name(op), file, line, mask, l, thread_name(o).c_str());
-        if (o.state == State::kAtBarrier)
-            fatal("%s: %s at %s:%d with mask 0x%08x names lane %u (%s), which waits at __syncthreads at %s:%d",
-                  where(*t).c_str(), op_name(op), file, line, mask, l, thread_name(o).c_str(), o.file, o.line);
+    if (unsigned gone = mask & b.warp_exited[warp]) {
+        unsigned l = (unsigned)__builtin_ctz(gone);
+        fatal("%s: %s at %s:%d with mask 0x%08x names lane %u (%s), which has exited", where(*t).c_str(), op_name(op),
+              file, line, mask, l, thread_name(b.threads[base + l]).c_str());
     }
-    unsigned waiting = b.warp_waiting[warp];
-    for (unsigned l = 0; l < 32; l++) {
-        if (!(waiting >> l & 1)) continue;
+    if (unsigned elsewhere = mask & b.warp_at_barrier[warp]) {
+        unsigned l = (unsigned)__builtin_ctz(elsewhere);
         const EmuThread &o = b.threads[base + l];
-        bool involved = (mask >> l & 1) || (o.mask >> lane & 1);
-        if (involved && (o.op != op || o.mask != mask || o.line != line || strcmp(o.file, file) != 0))
+        fatal("%s: %s at %s:%d with mask 0x%08x names lane %u (%s), which waits at __syncthreads at %s:%d",
+              where(*t).c_str(), op_name(op), file, line, mask, l, thread_name(o).c_str(), o.file, o.line);
+    }
+    /* Lanes already waiting that this call concerns must wait at the very same operation.
+     * Those in the mask were checked against each other on arrival, so one stands for all;
+     * lanes outside the mask are looked at one by one (rare: partial masks). */
+    unsigned waiting = b.warp_waiting[warp];
+    unsigned concerned = waiting & mask;
+    unsigned others = waiting & ~mask;
+    while (concerned || others) {
+        unsigned l;
+        if (concerned) {
+            l = (unsigned)__builtin_ctz(concerned);
+            concerned = 0;
+        } else {
+            l = (unsigned)__builtin_ctz(others);
+            others &= others - 1;
+            if (!(b.threads[base + l].mask >> lane & 1)) continue;
+        }
+        const EmuThread &o = b.threads[base + l];
+        if (o.op != op || o.mask != mask || o.line != line || (o.file != file && strcmp(o.file, file) != 0))
             fatal("%s: %s at %s:%d (mask 0x%08x) while lane %u (%s) waits at %s at %s:%d (mask 0x%08x): divergent warp "
                   "operations",
                   where(*t).c_str(), op_name(op), file, line, mask, l, thread_name(o).c_str(), op_name(o.op), o.file,
