@@ -21,12 +21,15 @@
 #include <string>
 #include <vector>
 
-#ifdef GPURNN_EMU_ASAN
-#include <sanitizer/common_interface_defs.h>
-#endif
 
 #include "gpurnn_emu/device.h"
 #include "internal.h"
+
+#ifdef GPURNN_EMU_ASAN
+/* ASan's fiber annotations (declared here: GCC 12's sanitizer headers do not have them). */
+extern "C" void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, size_t size);
+extern "C" void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old, size_t *size_old);
+#endif
 
 namespace ctx = boost::context::detail;
 
@@ -117,7 +120,11 @@ struct FiberPool {
     std::vector<Fiber *> free;
     ~FiberPool()
     {
-        for (Fiber *f : free) munmap(f->mapping, f->mapping_size);
+        for (Fiber *f : free) {
+            asan_forget(f->mapping + getpagesize(), kStackBytes);
+            munmap(f->mapping, f->mapping_size);
+            delete f;
+        }
     }
 };
 thread_local FiberPool t_pool;
@@ -220,6 +227,7 @@ Fiber *take_fiber()
     void *mapping = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (mapping == MAP_FAILED) fatal("cannot map a %zu-byte fiber stack for an emulated thread", size);
     mprotect(mapping, page, PROT_NONE); /* stack overflow faults instead of corrupting */
+    asan_forget((char *)mapping + page, kStackBytes);
     Fiber *f = new Fiber;
     f->mapping = (char *)mapping;
     f->mapping_size = size;
@@ -229,6 +237,7 @@ Fiber *take_fiber()
 
 void discard_fiber(Fiber *f)
 {
+    asan_forget(f->mapping + getpagesize(), kStackBytes);
     munmap(f->mapping, f->mapping_size);
     delete f;
 }

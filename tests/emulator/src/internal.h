@@ -20,8 +20,24 @@
 #endif
 #endif
 
+#ifdef GPURNN_EMU_ASAN
+extern "C" void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
+#endif
+
 namespace gpurnn_emu {
 namespace detail {
+
+/* ASan keeps shadow state for fiber stacks it saw in use; a mapping that reuses their
+ * addresses must start clean (both when a stack is unmapped and when memory is mapped). */
+inline void asan_forget(void *p, size_t bytes)
+{
+#ifdef GPURNN_EMU_ASAN
+    __asan_unpoison_memory_region(p, bytes);
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
 
 /* ---- diagnostics.cc ---- */
 /* Prints one line "gpurnn-emu: error: <message>" to stderr and aborts: a detected bug. */

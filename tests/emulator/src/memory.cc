@@ -276,6 +276,7 @@ extern "C" cudaError_t cudaMalloc(void **dev_ptr, size_t size)
         munmap(map, map_size);
         return record_error(cudaErrorMemoryAllocation);
     }
+    asan_forget(a.data_begin, data_pages);
     memset(a.data_begin, kPoison, (size_t)(a.ptr - a.data_begin)); /* front slack */
     poison_range(a.ptr, rounded);                                   /* the allocation and the back slack */
     if (!g_device_work) protect(a, false);
