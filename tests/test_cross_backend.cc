@@ -18,8 +18,7 @@ class CrossBackendTest : public ::testing::TestWithParam<gpurnn_dtype> {
 protected:
     void SetUp() override
     {
-        if (gpurnn_backend_check(GPURNN_BACKEND_CUDA) != GPURNN_OK)
-            GTEST_SKIP() << "skipped: no CUDA device (" << gpurnn_last_error() << ")";
+        GT_SKIP_WITHOUT_CUDA();
     }
     gpurnn_dtype dtype() const { return GetParam(); }
     double tolerance() const { return dtype() == GPURNN_F64 ? 1e-10 : 1e-4; }

@@ -357,13 +357,6 @@ GPURNN_INSTANTIATE_BACKENDS(AllocationFaultTest);
 
 namespace {
 
-/* Skips the calling test, with the reason, unless CUDA can be used here. */
-#define SKIP_WITHOUT_CUDA()                                                                        \
-    do {                                                                                           \
-        if (gpurnn_backend_check(GPURNN_BACKEND_CUDA) != GPURNN_OK)                                \
-            GTEST_SKIP() << "CUDA backend not usable here: " << gpurnn_last_error();              \
-    } while (0)
-
 /* Free device memory as the CUDA module's runtime reports it (0 and a test failure if it
  * cannot). */
 size_t device_free_bytes()
@@ -380,7 +373,7 @@ size_t device_free_bytes()
 
 TEST(CudaFaults, ModelTooBigForTheDeviceFailsAndLeaksNothing)
 {
-    SKIP_WITHOUT_CUDA();
+    GT_SKIP_WITHOUT_CUDA();
     /* hidden states alone: (2^20 + 1) * 1024 * 1024 float32 values, 4 TiB, more than any
      * device has. The full history, not checkpoints: with automatic checkpointing the
      * model would shrink to a size that an 80-141 GB device can hold. */
@@ -412,7 +405,7 @@ TEST(CudaFaults, ModelTooBigForTheDeviceFailsAndLeaksNothing)
 
 TEST(CudaFaults, EveryFailingDeviceCallIsAStatus)
 {
-    SKIP_WITHOUT_CUDA();
+    GT_SKIP_WITHOUT_CUDA();
     const int V = 7, H = 5, B = 2, T = 4;
     Rng rng(800);
     const std::vector<int32_t> in = random_tokens(T * B, V, rng), tg = random_tokens(T * B, V, rng);

@@ -366,13 +366,21 @@ void BackendTest::SetUp()
         ASSERT_EQ(gpurnn_backend_available(b), 1) << "the CPU backend must always be available";
         return;
     }
+    if (b == GPURNN_BACKEND_CUDA) {
+        GT_SKIP_WITHOUT_CUDA();
+        return;
+    }
     if (!gpurnn_backend_available(b)) {
         gpurnn_status st = gpurnn_backend_check(b);
         std::string why = st == GPURNN_OK ? std::string("gpurnn_backend_check says OK") : gpurnn_last_error();
-        if (b == GPURNN_BACKEND_CUDA)
-            GTEST_SKIP() << "skipped: no CUDA device (" << why << ")";
         GTEST_SKIP() << "skipped: backend " << backend_label(b) << " unavailable (" << why << ")";
     }
+}
+
+bool cuda_required()
+{
+    const char *required = std::getenv("GPURNN_TEST_REQUIRE_CUDA");
+    return required && std::string(required) == "1";
 }
 
 std::string backend_param_name(const ::testing::TestParamInfo<gpurnn_backend> &info)

@@ -133,7 +133,22 @@ protected:
 
 std::string backend_param_name(const ::testing::TestParamInfo<gpurnn_backend> &info);
 
+/* 1 when the environment says CUDA must be usable (GPURNN_TEST_REQUIRE_CUDA=1: the runs
+ * against the device emulator or a GPU set it), so that a CUDA test that finds no CUDA
+ * fails instead of passing as a skip. */
+bool cuda_required();
+
 }  // namespace gt
+
+/* Skips the calling test, with the reason, when CUDA cannot be used here; fails it
+ * instead where CUDA is required (gt::cuda_required). */
+#define GT_SKIP_WITHOUT_CUDA()                                                                     \
+    do {                                                                                           \
+        if (gpurnn_backend_check(GPURNN_BACKEND_CUDA) != GPURNN_OK) {                             \
+            if (::gt::cuda_required()) FAIL() << "CUDA is required here but " << gpurnn_last_error(); \
+            GTEST_SKIP() << "skipped: no CUDA device (" << gpurnn_last_error() << ")";           \
+        }                                                                                          \
+    } while (0)
 
 /* Runs the parametrised suite once per backend: Backends/<Suite>.<Test>/CPU and /CUDA. */
 #define GPURNN_INSTANTIATE_BACKENDS(Suite)                                                          \

@@ -414,6 +414,7 @@ gpurnn_status read(void *ctx, gpurnn_buffer which, size_t offset, size_t n, doub
     CUDA_TRY(device_guard.err);
     size_t count;
     const T *src = buffer(m, which, &count) + offset;
+    /* enqueued writes read the mirror before this copy overwrites it: stream order */
     CUDA_TRY(cudaMemcpyAsync(m->host_mirror, src, n * sizeof(T), cudaMemcpyDeviceToHost, m->stream));
     CUDA_TRY(cudaStreamSynchronize(m->stream));
     m->mirror_pending_lo = m->mirror_pending_hi = 0;

@@ -5,10 +5,15 @@
  * pageable sources are snapshotted at the call, pinned sources are read when the copy
  * runs, pinned destinations of a device-to-host copy are poisoned at the call (reading
  * them before synchronising is the host's bug), and a device-to-host copy into pageable
- * memory completes before the call returns. */
+ * memory completes before the call returns. A pinned source that a queued copy has yet
+ * to read is snapshotted before a later device-to-host copy into it is poisoned: in
+ * stream order the earlier copy reads it first, so poisoning it then would report a bug
+ * the program does not have. */
 #include <string.h>
 
+#include <algorithm>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "internal.h"
@@ -30,6 +35,43 @@ const char *kind_name(cudaMemcpyKind kind)
 }
 
 const char *memory_kind(bool device) { return device ? "device memory" : "host memory"; }
+
+/* A queued host-to-device copy from pinned memory, which reads its source when it runs,
+ * unless a later device-to-host copy into that source made it take a snapshot first. */
+struct PinnedRead {
+    const unsigned char *src;
+    size_t count;
+    std::vector<unsigned char> snapshot; /* empty until taken */
+    bool snapshotted = false;
+};
+std::mutex g_pinned_reads_mutex;
+std::vector<std::weak_ptr<PinnedRead>> g_pinned_reads; /* queued, not yet run */
+
+std::shared_ptr<PinnedRead> queue_pinned_read(const void *src, size_t count)
+{
+    auto read = std::make_shared<PinnedRead>();
+    read->src = static_cast<const unsigned char *>(src);
+    read->count = count;
+    std::lock_guard<std::mutex> lock(g_pinned_reads_mutex);
+    g_pinned_reads.erase(std::remove_if(g_pinned_reads.begin(), g_pinned_reads.end(),
+                                        [](const std::weak_ptr<PinnedRead> &w) { return w.expired(); }),
+                         g_pinned_reads.end());
+    g_pinned_reads.push_back(read);
+    return read;
+}
+
+/* Before [dst, dst + count) is poisoned: queued reads of it keep what they would read. */
+void snapshot_pinned_reads_of(const void *dst, size_t count)
+{
+    const unsigned char *lo = static_cast<const unsigned char *>(dst), *hi = lo + count;
+    std::lock_guard<std::mutex> lock(g_pinned_reads_mutex);
+    for (auto &weak : g_pinned_reads) {
+        std::shared_ptr<PinnedRead> read = weak.lock();
+        if (!read || read->snapshotted || read->src + read->count <= lo || hi <= read->src) continue;
+        read->snapshot.assign(read->src, read->src + read->count);
+        read->snapshotted = true;
+    }
+}
 
 cudaError_t copy(void *dst, const void *src, size_t count, cudaMemcpyKind kind, cudaStream_t stream, bool synchronous,
                  const char *call)
@@ -75,10 +117,23 @@ cudaError_t copy(void *dst, const void *src, size_t count, cudaMemcpyKind kind, 
             memcpy(dst, snapshot->data(), snapshot->size());
             g_current_work = "device work";
         };
+    } else if (actual == cudaMemcpyHostToDevice) {
+        std::shared_ptr<PinnedRead> read = queue_pinned_read(src, count);
+        work = [dst, read] {
+            g_current_work = "a host-to-device copy";
+            std::lock_guard<std::mutex> lock(g_pinned_reads_mutex);
+            memcpy(dst, read->snapshotted ? read->snapshot.data() : read->src, read->count);
+            read->count = 0; /* done: no later poisoning concerns it */
+            g_current_work = "device work";
+        };
     } else {
         if (actual == cudaMemcpyDeviceToHost) {
-            if (is_pinned_host_pointer(dst)) poison_host(dst, count);
-            else synchronous = true;
+            if (is_pinned_host_pointer(dst)) {
+                snapshot_pinned_reads_of(dst, count);
+                poison_host(dst, count);
+            } else {
+                synchronous = true;
+            }
         }
         work = [dst, src, count] {
             g_current_work = "a memory copy";

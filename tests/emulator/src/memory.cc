@@ -221,12 +221,11 @@ bool describe_memory_fault(const void *addr, bool in_device_work, char *buf, siz
             snprintf(buf, size, "host access to %s at offset %zu: device memory is not accessible from host code",
                      what.c_str(), (size_t)(p - a->ptr));
         else if (p >= a->ptr + a->size)
-            snprintf(buf, size, "%s%s%s accessed %zu bytes past the end of %s (address %p, offset %zu)", work,
-                     who.empty() ? "" : ", ", who.c_str(), (size_t)(p - (a->ptr + a->size)) + 1, what.c_str(), addr,
-                     (size_t)(p - a->ptr));
+            snprintf(buf, size, "%s accessed offset %zu of %s, past its end (address %p)",
+                     who.empty() ? work : who.c_str(), (size_t)(p - a->ptr), what.c_str(), addr);
         else
-            snprintf(buf, size, "%s%s%s accessed %zu bytes before the start of %s (address %p)", work,
-                     who.empty() ? "" : ", ", who.c_str(), (size_t)(a->ptr - p), what.c_str(), addr);
+            snprintf(buf, size, "%s accessed %zu bytes before the start of %s (address %p)",
+                     who.empty() ? work : who.c_str(), (size_t)(a->ptr - p), what.c_str(), addr);
     }
     if (locked) g_mutex.unlock();
     return found;

@@ -453,6 +453,6 @@ TEST_F(EmulatorTest, KernelReadPastAllocationIsDiagnosed)
             launch(read_one_past, dim3(16), dim3(256), nullptr, (const float *)x, 1000, out);
             cudaDeviceSynchronize();
         })(),
-        "gpurnn-emu: error: a kernel, kernel .*read_one_past.*block \\([0-9]+,0,0\\), thread \\([0-9]+,0,0\\) "
-        "accessed [0-9]+ bytes past the end of device allocation #[0-9]+ \\(4000 bytes");
+        "gpurnn-emu: error: kernel .*read_one_past.*block \\([0-9]+,0,0\\), thread \\([0-9]+,0,0\\) "
+        "accessed offset [0-9]+ of device allocation #[0-9]+ \\(4000 bytes.*past its end");
 }

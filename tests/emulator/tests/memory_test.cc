@@ -108,3 +108,27 @@ TEST_F(EmulatorTest, DeviceQueries)
     (void)cudaGetLastError();
     EXPECT_STREQ("cudaErrorInvalidConfiguration", cudaGetErrorName(cudaErrorInvalidConfiguration));
 }
+
+/* In stream order a queued copy from a pinned buffer reads it before a later copy into
+ * that buffer writes it: poisoning the buffer for the later copy must not change what the
+ * earlier one reads (a real GPU gives 42 here). */
+TEST_F(EmulatorTest, QueuedReadOfAPinnedBufferPrecedesALaterCopyIntoIt)
+{
+    int *pinned = nullptr, *a = nullptr, *b = nullptr;
+    cudaStream_t s;
+    CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    CUDA_OK(cudaMallocHost((void **)&pinned, sizeof(int)));
+    CUDA_OK(cudaMalloc((void **)&a, sizeof(int)));
+    CUDA_OK(cudaMalloc((void **)&b, sizeof(int)));
+    CUDA_OK(cudaMemsetAsync(b, 0, sizeof(int), s));
+    *pinned = 42;
+    CUDA_OK(cudaMemcpyAsync(a, pinned, sizeof(int), cudaMemcpyHostToDevice, s));
+    CUDA_OK(cudaMemcpyAsync(pinned, b, sizeof(int), cudaMemcpyDeviceToHost, s));
+    CUDA_OK(cudaMemcpyAsync(pinned, a, sizeof(int), cudaMemcpyDeviceToHost, s));
+    CUDA_OK(cudaStreamSynchronize(s));
+    EXPECT_EQ(*pinned, 42);
+    CUDA_OK(cudaFree(a));
+    CUDA_OK(cudaFree(b));
+    CUDA_OK(cudaFreeHost(pinned));
+    CUDA_OK(cudaStreamDestroy(s));
+}
