@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# CI step: the whole CPU test suite under AddressSanitizer (with LeakSanitizer) and
+# CI step: the whole CPU test suite, and every CUDA test against the device emulator
+# (tests/emulator: the CUDA backend's own sources built as host code, which the sanitizers
+# then instrument too), under AddressSanitizer (with LeakSanitizer) and
 # UndefinedBehaviorSanitizer. Called by .ci/run after README.md's two commands; can be
 # run on its own from the root of a clone (as root on Debian 12, or with the packages
 # below already installed).
 #
-# Builds CPU-only (-DGPURNN_WITH_CUDA=OFF) with GCC in build-asan/, every target compiled
+# Builds without nvcc (-DGPURNN_WITH_CUDA=OFF: the real module's host code would not be
+# instrumented; the emulated module is) with GCC in build-asan/, every target compiled
 # with -fsanitize=address,undefined -fno-sanitize-recover=all (GPURNN_SANITIZE), then
 # runs ctest there. Any sanitizer report fails the test that triggered it, and so this
 # script: ASan and UBSan stop the process with a non-zero status at the first report,
@@ -19,7 +22,7 @@ jobs=${GPURNN_JOBS:-$(nproc)}
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update
-    apt-get install -y libopenblas-openmp-dev libgtest-dev cmake g++ pkg-config
+    apt-get install -y libopenblas-openmp-dev libgtest-dev libboost-context-dev cmake g++ pkg-config
 fi
 
 # halt_on_error: stop at the first report. detect_leaks: LeakSanitizer at exit.

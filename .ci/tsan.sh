@@ -24,6 +24,10 @@
 # uninstrumented libraries, and only those, are ignored (TSAN_OPTIONS below); every
 # access made by libgpurnn's or the tests' own code is still checked.
 #
+# The device emulator is left out (-DGPURNN_DEVICE_EMULATOR=OFF): its fibers switch stacks
+# without ThreadSanitizer's fiber annotations, and the emulated CUDA tests run in the main
+# suite and under ASan (.ci/sanitizers.sh) already.
+#
 # Usage: .ci/tsan.sh [build-dir]   (default build-tsan; needs clang, cmake, GoogleTest,
 # an OpenBLAS development package; as root with apt-get, it installs them). Run by
 # .ci/run after the sanitizer and fuzzing steps.
@@ -44,7 +48,8 @@ cmake -S . -B "$build" \
   -DCMAKE_CXX_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" \
   -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" \
   -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=thread" \
-  -DGPURNN_WITH_CUDA=OFF -DGPURNN_BUILD_EXAMPLES=OFF -DGPURNN_BUILD_BENCH=OFF
+  -DGPURNN_WITH_CUDA=OFF -DGPURNN_BUILD_EXAMPLES=OFF -DGPURNN_BUILD_BENCH=OFF \
+  -DGPURNN_DEVICE_EMULATOR=OFF
 cmake --build "$build" -j"$(nproc)" --target gpurnn_tests gpurnn_fault_tests
 
 log="$build/tsan.log"
