@@ -35,6 +35,10 @@ struct CUevent_st {
     uint64_t seq = 0;      /* the record operation on that stream */
     std::atomic<bool> completed{false}; /* set by the record operation under the device lock */
     double time_ms = 0;
+    /* Record operations queued and not yet run (under g_queue_mutex): a destroyed event
+     * lives until the last one has run, as the real runtime lets it. */
+    int pending_records = 0;
+    bool destroyed = false;
 };
 
 namespace gpurnn_emu {
@@ -256,16 +260,25 @@ extern "C" cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream)
     if (!valid_event(event)) return record_error(cudaErrorInvalidResourceHandle);
     CUevent_st *e = event;
     e->completed = false;
+    {
+        std::lock_guard<std::mutex> lock(g_queue_mutex);
+        e->pending_records++;
+    }
     Enqueued where;
     cudaError_t err = enqueue(
         stream,
         [e] {
             e->time_ms = now_ms();
             e->completed = true;
+            std::lock_guard<std::mutex> lock(g_queue_mutex);
+            if (--e->pending_records == 0 && e->destroyed) delete e;
         },
         nullptr, &where);
-    if (err != cudaSuccess) return record_error(err);
     std::lock_guard<std::mutex> lock(g_queue_mutex);
+    if (err != cudaSuccess) {
+        e->pending_records--;
+        return record_error(err);
+    }
     e->recorded = true;
     e->stream_id = where.stream_id;
     e->seq = where.seq;
@@ -314,7 +327,10 @@ extern "C" cudaError_t cudaEventDestroy(cudaEvent_t event)
     if (cudaError_t sticky = runtime_entry()) return record_error(sticky);
     std::lock_guard<std::mutex> lock(g_queue_mutex);
     if (g_events.erase(event) == 0) return record_error(cudaErrorInvalidResourceHandle);
-    /* A pending record operation still refers to it: keep the object (a few bytes). */
+    if (event->pending_records == 0)
+        delete event;
+    else
+        event->destroyed = true; /* the last queued record deletes it */
     return cudaSuccess;
 }
 
