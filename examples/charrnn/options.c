@@ -77,6 +77,7 @@ static const option_spec option_table[] = {
     {"--plot", VALUE_TEXT, FOR_TRAIN, FIELD(plot_path), 0, 0, NULL, 0},
     {"--time-limit", VALUE_REAL, FOR_TRAIN, FIELD(time_limit), 0, 1e9, NULL, 0},
     {"--compare-speed", VALUE_FLAG, FOR_TRAIN, FIELD(compare_speed), 0, 0, NULL, 0},
+    {"--keep-best", VALUE_FLAG, FOR_TRAIN, FIELD(keep_best), 0, 0, NULL, 0},
     {"--backend", VALUE_CHOICE, FOR_TRAIN | FOR_SAMPLE, FIELD(backend), 0, 0, backend_names, 0},
     {"--seed", VALUE_U64, FOR_TRAIN | FOR_SAMPLE, FIELD(seed), 0, 0, NULL, GIVEN_SEED},
     {"--temperature", VALUE_REAL, FOR_TRAIN | FOR_SAMPLE, FIELD(temperature), 0, 100, NULL, 0},
@@ -96,7 +97,9 @@ void charrnn_print_help(FILE *out)
         "generated play of about 110 KB); the vocabulary is the set of bytes that occur.\n"
         "B streams read B evenly spaced parts of the text, T characters per step, the\n"
         "hidden state carried from each window to the next; the last part of the text is\n"
-        "held out to measure a validation loss, in nats and bits per character.\n"
+        "held out to measure a validation loss, in nats and bits per character: the loss\n"
+        "of the whole held-out text, read by parallel streams that each first run the 256\n"
+        "characters before their part unscored, at the same positions every time.\n"
         "Ctrl-C finishes the current step, saves the checkpoint and exits.\n"
         "\n",
         out);
@@ -145,6 +148,9 @@ void charrnn_print_help(FILE *out)
         "  --plot FILE         draw training and validation loss against step as SVG\n"
         "  --compare-speed     end with one line comparing CPU and CUDA speed at this size\n"
         "                      (or saying why there is no GPU)\n"
+        "  --keep-best         also save, to PATH.best beside the checkpoint, the model of\n"
+        "                      the lowest validation loss so far (the checkpoint itself\n"
+        "                      holds the last)\n"
         "\n",
         out);
     fputs(

@@ -57,6 +57,7 @@ typedef struct charrnn_options {
     int sample_length;           /* characters of each sample during training */
     const char *log_path, *plot_path;
     int compare_speed;
+    int keep_best;               /* also keep the checkpoint of the best validation loss */
     double time_limit;           /* seconds of training in this session; 0: none */
 
     /* train and sample */

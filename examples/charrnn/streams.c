@@ -2,31 +2,42 @@
 
 #include <math.h>
 
+/* The split of n bytes, or 0 when its training part cannot feed every stream a window. */
+static int split_fits(size_t n, double val_fraction, size_t needed, charrnn_split *split)
+{
+    /* A tail of one byte holds no (input, target) pair: then there is no validation. */
+    size_t val_len = (size_t)floor((double)n * val_fraction);
+    if (val_len < 2)
+        val_len = 0;
+    split->train_len = n - val_len;
+    split->val_len = val_len;
+    return split->train_len >= needed;
+}
+
+/* The smallest text size from which on every size fits (not monotonic: at the size where
+ * the tail first reaches 2 bytes, the training part shrinks by 2). */
+static size_t smallest_fitting_size(double val_fraction, size_t needed)
+{
+    charrnn_split ignored;
+    size_t n = (size_t)ceil((double)needed / (1.0 - val_fraction)) + 3;
+    while (n > needed && split_fits(n - 1, val_fraction, needed, &ignored))
+        n--;
+    return n;
+}
+
 int charrnn_split_text(size_t n, double val_fraction, int batch, int seq_len,
                        charrnn_split *split, charrnn_error *err)
 {
     if (!(val_fraction >= 0.0 && val_fraction <= 0.5))
         return charrnn_fail(err, "--val-fraction must be in [0, 0.5], got %g", val_fraction);
-    if (n < (size_t)seq_len + 1)
-        return charrnn_fail(err,
-                            "the text has %zu bytes; --seq-len %d needs at least %d (a window of "
-                            "inputs and the character after it)",
-                            n, seq_len, seq_len + 1);
-    /* A tail of one byte holds no (input, target) pair: then there is no validation. */
-    size_t val_len = (size_t)floor((double)n * val_fraction);
-    if (val_len < 2)
-        val_len = 0;
-    size_t train_len = n - val_len;
+    /* every stream needs a window of T inputs and the character after them */
     size_t needed = (size_t)batch * (size_t)seq_len + 1;
-    if (train_len < needed)
+    if (!split_fits(n, val_fraction, needed, split))
         return charrnn_fail(err,
-                            "the training part of the text (%zu of %zu bytes, after holding out "
-                            "%zu for validation) is too short for --batch %d streams of "
-                            "--seq-len %d: it needs at least %zu bytes; use a longer text, a "
-                            "smaller --batch or --seq-len, or a smaller --val-fraction",
-                            train_len, n, val_len, batch, seq_len, needed);
-    split->train_len = train_len;
-    split->val_len = val_len;
+                            "the text has %zu bytes; --batch %d streams of --seq-len %d characters, "
+                            "with --val-fraction %g of it held out, need at least %zu: use a "
+                            "longer text or a smaller --batch or --seq-len",
+                            n, batch, seq_len, val_fraction, smallest_fitting_size(val_fraction, needed));
     return 0;
 }
 

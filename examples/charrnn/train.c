@@ -15,6 +15,7 @@
 #include "corpus.h"
 #include "generate.h"
 #include "plot.h"
+#include "evaluate.h"
 #include "streams.h"
 #include "util.h"
 #include "vocab.h"
@@ -394,36 +395,12 @@ static int train_step(run *r, double *loss)
     return 0;
 }
 
-/* The validation loss in nats/char: a forward pass over the held-out tail with a copy of
- * the parameters, so that the model being trained keeps its carried state. */
+/* The validation loss in nats/char (evaluate.h: warmed-up streams over the held-out tail,
+ * with a copy of the parameters, so that the model being trained keeps its carried state). */
 static int evaluate(run *r, double *loss_out)
 {
-    const int T = r->ck.config.seq_len;
-    TRY(gpurnn_params_get(r->model, r->params, r->param_count), "copying the parameters");
-    TRY(gpurnn_params_set(r->eval_model, r->params, r->param_count), "copying the parameters");
-    TRY(gpurnn_state_reset(r->eval_model), "resetting the validation state");
-    size_t window = (size_t)r->val_batch * (size_t)T;
-    int32_t *inputs = charrnn_xmalloc(window * sizeof *inputs);
-    int32_t *targets = charrnn_xmalloc(window * sizeof *targets);
-    double sum = 0.0;
-    int rc = 0;
-    for (size_t offset = 0; offset < r->val.stream_len;) {
-        size_t left = r->val.stream_len - offset;
-        int steps = left < (size_t)T ? (int)left : T;
-        charrnn_streams_fill(&r->val, offset, steps, inputs, targets);
-        double loss;
-        if (gpurnn_forward(r->eval_model, inputs, targets, steps, &loss) != GPURNN_OK) {
-            rc = charrnn_fail(&r->err, "the validation pass failed at step %llu: %s",
-                              (unsigned long long)r->ck.step, gpurnn_last_error());
-            break;
-        }
-        sum += loss * steps; /* the mean over this piece's steps x streams */
-        offset += (size_t)steps;
-    }
-    free(inputs);
-    free(targets);
-    *loss_out = sum / (double)r->val.stream_len;
-    return rc;
+    return charrnn_evaluate(r->model, r->eval_model, r->ids, r->split.train_len, r->split.val_len,
+                            r->ck.config.seq_len, CHARRNN_VAL_WARMUP, loss_out, &r->err);
 }
 #undef TRY
 
@@ -499,6 +476,27 @@ static void print_sample(run *r, const char *when)
     charrnn_console_print(&r->console, (const char *)text + start, len - start);
     charrnn_console_line(&r->console, "----");
     free(text);
+}
+
+/* 1 when the validation loss just added is below every earlier one. */
+static int is_best_validation(const charrnn_history *h)
+{
+    const double latest = h->val_loss[h->val_count - 1];
+    for (size_t i = 0; i + 1 < h->val_count; i++)
+        if (!(latest < h->val_loss[i]))
+            return 0;
+    return 1;
+}
+
+/* --keep-best: the model of the lowest validation loss, at PATH.best. */
+static int save_best_checkpoint(run *r)
+{
+    size_t len = strlen(r->checkpoint_path) + sizeof ".best";
+    char *path = charrnn_xmalloc(len);
+    snprintf(path, len, "%s.best", r->checkpoint_path);
+    int rc = charrnn_checkpoint_save(path, &r->ck, r->model, &r->err);
+    free(path);
+    return rc;
 }
 
 static int save_checkpoint(run *r)
@@ -654,6 +652,8 @@ static int train_loop(run *r)
                 return -1;
             charrnn_history_add_val(&ck->history, ck->step, r->last_val);
             measured_val = 1;
+            if (r->opt->keep_best && is_best_validation(&ck->history) && save_best_checkpoint(r) != 0)
+                return -1;
         }
         write_log_row(r, loss, step_seconds, measured_val);
         progress_text(r, line, sizeof line);

@@ -105,8 +105,8 @@ errors)
     expect_error "cannot read $work/missing.txt: No such file or directory" train "$work/missing.txt"
     expect_error "cannot read $work: it is a directory" train "$work"
     # Too short for one window, and for the streams.
-    expect_error "the text has 10 bytes; --seq-len 16 needs at least 17" train short.txt --seq-len 16
-    expect_error "too short for --batch 64 streams of --seq-len 64" train text.txt --batch 64
+    expect_error "the text has 10 bytes; --batch 32 streams of --seq-len 16 characters, with --val-fraction 0.05 of it held out, need at least 539" train short.txt --seq-len 16
+    expect_error "streams of --seq-len 64 characters, with --val-fraction 0.05 of it held out, need at least" train text.txt --batch 64
     # A checkpoint from another vocabulary.
     "$program" train text.txt "${tiny[@]}" --steps 3 --checkpoint words.ckpt >/dev/null
     printf 'QUITE DIFFERENT CHARACTERS, ALL IN CAPITALS! %.0s' $(seq 40) >capitals.txt
