@@ -1,5 +1,6 @@
 #define _DEFAULT_SOURCE /* TIOCGWINSZ */
 #include "console.h"
+#include "text_out.h"
 
 #include "util.h"
 
@@ -55,7 +56,7 @@ void charrnn_console_live(charrnn_console *c, const char *line, int force)
 void charrnn_console_print(charrnn_console *c, const char *text, size_t len)
 {
     clear_live(c);
-    fwrite(text, 1, len, stdout);
+    charrnn_write_text(stdout, (const unsigned char *)text, len, c->tty);
     fflush(stdout);
     c->last_drawn = -1.0; /* redraw the live line at the next chance */
 }

@@ -23,7 +23,8 @@ void charrnn_console_init(charrnn_console *c);
 /* Redraws the live line (terminal only), at most ten times a second unless force. */
 void charrnn_console_live(charrnn_console *c, const char *line, int force);
 
-/* Prints text that stays (it should end with a newline), clearing the live line first. */
+/* Prints text that stays (it should end with a newline), clearing the live line first; on
+ * a terminal its control bytes are shown escaped (text_out.h). */
 void charrnn_console_print(charrnn_console *c, const char *text, size_t len);
 
 /* printf of a lasting line; a newline is added. */

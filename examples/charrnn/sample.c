@@ -2,10 +2,12 @@
 #include "checkpoint.h"
 #include "commands.h"
 #include "generate.h"
+#include "text_out.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int charrnn_command_sample(const charrnn_options *o)
 {
@@ -33,11 +35,14 @@ int charrnn_command_sample(const charrnn_options *o)
         charrnn_sampler_destroy(&sampler);
     }
     if (rc == CHARRNN_EXIT_OK) {
-        /* The prime, then its continuation; the default newline prime is not shown. */
+        /* The prime, then its continuation up to its last whole character; the default
+         * newline prime is not shown. On a terminal, control bytes are shown escaped. */
+        int escape = isatty(STDOUT_FILENO);
+        size_t len = charrnn_utf8_whole_length(text, (size_t)o->length);
         if (o->prime)
-            fwrite(prime, 1, prime_len, stdout);
-        fwrite(text, 1, (size_t)o->length, stdout);
-        if (text[o->length - 1] != '\n')
+            charrnn_write_text(stdout, prime, prime_len, escape);
+        charrnn_write_text(stdout, text, len, escape);
+        if (len == 0 || text[len - 1] != '\n')
             fputc('\n', stdout);
         fflush(stdout);
     } else {

@@ -17,6 +17,7 @@
 #include "plot.h"
 #include "evaluate.h"
 #include "streams.h"
+#include "text_out.h"
 #include "util.h"
 #include "vocab.h"
 
@@ -467,8 +468,9 @@ static void print_sample(run *r, const char *when)
     }
     charrnn_console_line(&r->console, "---- sample %s (temperature %g) ----", when,
                          r->opt->temperature);
-    /* Starting from a newline, the sample is shown without it; it ends with one. */
-    size_t len = (size_t)n + 1;
+    /* Starting from a newline, the sample is shown without it; it ends at a whole
+     * character, and with a newline. */
+    size_t len = 1 + charrnn_utf8_whole_length(text + 1, (size_t)n);
     size_t start = prime == '\n' ? 1 : 0;
     text[0] = prime;
     if (text[len - 1] != '\n')
@@ -622,12 +624,30 @@ static void compare_speed(run *r)
                          gpu >= cpu ? "faster" : "slower");
 }
 
+/* A step big enough to take seconds says so before it starts, so that a large model
+ * does not look hung until its first progress line: forward and backward cost about
+ * 6 T B (H^2 + V H) floating-point operations. */
+static void announce_first_step(run *r)
+{
+    const charrnn_run_config *c = &r->ck.config;
+    const double H = c->hidden, V = r->ck.vocab.size;
+    const double flop = 6.0 * c->seq_len * c->batch * (H * H + V * H);
+    if (flop < 5e10)
+        return;
+    charrnn_console_line(&r->console,
+                         "step %llu/%llu: running (each step: %d streams x %d characters at H=%d, about "
+                         "%.0f GFLOP; a progress line follows every step)",
+                         (unsigned long long)r->ck.step + 1, (unsigned long long)c->target_steps, c->batch,
+                         c->seq_len, c->hidden, flop / 1e9);
+}
+
 /* The loop. Returns 0 when it reached the target or was stopped, -1 on failure. */
 static int train_loop(run *r)
 {
     charrnn_checkpoint *ck = &r->ck;
     char line[512];
     const double time_limit = r->opt->time_limit;
+    announce_first_step(r);
     while (ck->step < ck->config.target_steps && !stop_requested) {
         double loss = 0.0, t0 = charrnn_now_seconds();
         if (train_step(r, &loss) != 0)

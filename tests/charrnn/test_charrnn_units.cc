@@ -23,6 +23,7 @@
 #include "options.h"
 #include "plot.h"
 #include "streams.h"
+#include "text_out.h"
 #include "vocab.h"
 
 namespace {
@@ -342,6 +343,31 @@ TEST(Evaluate, WarmedUpStreamsAgreeWithOneStreamOverTheWholeTail)
                                &err), 0);
     EXPECT_EQ(again, warmed);
     gpurnn_model_destroy(eval);
+}
+
+TEST(TextOut, SamplesEndAtAWholeUtf8Character)
+{
+    const std::string euro = "a\xe2\x82\xac";  // a, then the 3-byte euro sign
+    for (size_t cut = 1; cut <= 4; cut++) {
+        const size_t whole = charrnn_utf8_whole_length(bytes_of(euro), cut);
+        EXPECT_EQ(whole, cut == 4 ? 4u : 1u) << "cut after " << cut << " bytes";
+    }
+    EXPECT_EQ(charrnn_utf8_whole_length(bytes_of("abc"), 3), 3u);
+    EXPECT_EQ(charrnn_utf8_whole_length(bytes_of("\xc3\xa9"), 2), 2u);  // e acute, whole
+    EXPECT_EQ(charrnn_utf8_whole_length(bytes_of("x\xc3"), 2), 1u);
+    // not UTF-8 (stray continuation bytes after ASCII): left as it is
+    EXPECT_EQ(charrnn_utf8_whole_length(bytes_of("x\x80\x80\x80\x80"), 5), 5u);
+}
+
+TEST(TextOut, ControlBytesAreEscapedForATerminal)
+{
+    const std::string raw("a\0b\x1b[2J\tc\n\x7f\xc3\xa9", 13);
+    char buf[128] = {};
+    FILE *f = fmemopen(buf, sizeof buf, "w");
+    ASSERT_NE(f, nullptr);
+    charrnn_write_text(f, bytes_of(raw), raw.size(), 1);
+    fclose(f);
+    EXPECT_STREQ(buf, "a\\x00b\\x1b[2J\tc\n\\x7f\xc3\xa9");
 }
 
 TEST(Corpus, BuiltInIsDeterministic)
