@@ -154,7 +154,27 @@ static void usage(FILE *f)
             "  --json             print one JSON object per measurement on stdout (the table then\n"
             "                     goes to stderr); fields in bench/README.md\n"
             "  --plot FILE.svg    draw tokens/s against T (log-log), one line per backend and peer\n"
-            "  --help\n");
+            "  --help\n\n"
+            "The table's columns (one row per measured implementation and length):\n"
+            "  impl, on, variant  who ran it (gpurnn, or a peer: torch, cudnn), on which device, and\n"
+            "                     the peer's variant (e.g. torch's one-hot or embedding input)\n"
+            "  median/min/max ms  wall time of one full training step over the timed repeats\n"
+            "  tokens/s           T * B / median: characters trained on per second\n"
+            "  GFLOP/s            6 T B (H^2 + V H) floating-point operations of the step / median\n"
+            "  %%GEMM              that rate as a share of the rate this machine's own GEMM reached\n"
+            "                     in this run (CBLAS on the CPU, cuBLAS on the GPU): how close the\n"
+            "                     step comes to the hardware's matrix-multiply speed\n"
+            "  RSS MB, dev MB     peak resident host memory of the process, device memory in use\n"
+            "  ckpt k             the BPTT checkpoint interval the model used: '-' keeps every\n"
+            "                     hidden state, k keeps every k-th and recomputes the others\n"
+            "  act MB             memory the model holds for activations (gpurnn_model_memory)\n"
+            "  reps               timed repeats\n"
+            "After the table: speed ratios (e.g. 'CPU 12.3x PyTorch': libgpurnn's tokens/s over the\n"
+            "peer's, same shape, threads and dtype), the goals for the CPU backend with whether this\n"
+            "run met them, and memory: peak RSS = what was there before the model (libraries) +\n"
+            "what the model added; 'theory' is what the model must hold (hidden states (T+1) B H,\n"
+            "parameters, gradients, optimizer state), and 'added/theory' the ratio of the two\n"
+            "(near 1: the model holds little beyond what it must).\n");
 }
 
 static int parse_int(const char *s, int lo, int *out)
@@ -1232,7 +1252,7 @@ static void add_common_peer_args(arg_list *a, const options *o, const config *c)
 
 static void check_goals(bench_out *b)
 {
-    /* The targets of issue 4 for the CPU backend (float32, ratios from this run). */
+    /* The CPU backend's speed and memory goals (float32, ratios from this run). */
     FILE *f = b->table;
     int printed = 0;
     for (size_t i = 0; i < b->all.count; i++) {
@@ -1251,23 +1271,23 @@ static void check_goals(bench_out *b)
                 q->T == r->T && !strncmp(q->peer, "torch", 5))
                 ratio = q;
         }
-        if (!printed++) fprintf(f, "\nissue-4 targets (CPU backend, float32, this run):\n");
+        if (!printed++) fprintf(f, "\ngoals of the CPU backend (float32, measured in this run):\n");
         char rbuf[48];
         if (ratio)
             snprintf(rbuf, sizeof rbuf, "%.2fx PyTorch", ratio->ratio);
         else
             snprintf(rbuf, sizeof rbuf, "no PyTorch ratio (run with --peers)");
         if (!strcmp(p->name, "min-char-rnn") || !strcmp(p->name, "long"))
-            fprintf(f, "  %-13s %s (goal >= 20x): %s\n", p->name, rbuf,
+            fprintf(f, "  %-13s speed: %s (goal >= 20x PyTorch): %s\n", p->name, rbuf,
                     ratio ? (ratio->ratio >= 20 ? "met" : "NOT met") : "not judged");
         else if (!strcmp(p->name, "batched"))
-            fprintf(f, "  %-13s %s (goal >= 5x): %s; %.1f%% of the SGEMM rate (goal >= 50%%): %s\n", p->name, rbuf,
+            fprintf(f, "  %-13s speed: %s (goal >= 5x PyTorch): %s; %.1f%% of this machine's SGEMM rate (goal >= 50%%): %s\n", p->name, rbuf,
                     ratio ? (ratio->ratio >= 5 ? "met" : "NOT met") : "not judged", r->gemm_fraction * 100,
                     isfinite(r->gemm_fraction) ? (r->gemm_fraction >= 0.5 ? "met" : "NOT met") : "not judged");
         else {
             double added = r->peak_rss_bytes - r->base_rss_bytes;
             fprintf(f,
-                    "  %-13s runs; peak RSS %.1f MB, of which %.1f MB were there before the model was created "
+                    "  %-13s memory: peak RSS %.1f MB, of which %.1f MB were there before the model was created "
                     "(libraries); the model added %.1f MB = %.2fx the %.1f MB of hidden states + parameters + "
                     "gradients + optimizer state (goal < 2x): %s (whole process: %.2fx)\n",
                     p->name, r->peak_rss_bytes / 1048576.0, r->base_rss_bytes / 1048576.0, added / 1048576.0,
@@ -1455,7 +1475,7 @@ int main(int argc, char **argv)
             fprintf(b.table, "\nmemory (theory = hidden states (T+1)*B*H + parameters + gradients + optimizer "
                              "state, in the model's dtype):\n");
         fprintf(b.table, "  gpurnn %-4s %-13s T=%-7lld peak RSS %7.1f MB = %6.1f MB before the model + %7.1f MB "
-                         "added; theory %7.1f MB; added/theory %.2f",
+                         "added; theory %7.1f MB; added/theory %.2f (1 = nothing beyond what it must hold)",
                 q->backend, q->preset, q->T, q->peak_rss_bytes / 1048576.0, q->base_rss_bytes / 1048576.0,
                 (q->peak_rss_bytes - q->base_rss_bytes) / 1048576.0, q->theory_bytes / 1048576.0,
                 (q->peak_rss_bytes - q->base_rss_bytes) / q->theory_bytes);
