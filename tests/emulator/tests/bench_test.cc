@@ -8,6 +8,8 @@ namespace emu_bench {
 
 constexpr int kThreads = 256;
 
+/* The backend's block_sum (src/cuda/kernels.cuh), copied: kernels_test.cc includes that
+ * header, whose non-template kernels may be compiled into one translation unit only. */
 template <typename A>
 __device__ A block_sum(A value, A *scratch)
 {

@@ -8,28 +8,14 @@
 
 #include "test_support.h"
 
+#include "../../../src/cuda/kernels.cuh"
+
 namespace emu_test {
 
 constexpr int kThreads = 256;
 
-/* The backend's block_sum (src/cuda/kernels.cuh), on doubles. */
-template <typename A>
-__device__ A block_sum(A value, A *scratch)
-{
-    for (int offset = 16; offset > 0; offset /= 2) value += __shfl_down_sync(0xffffffffu, value, offset);
-    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    if (lane == 0) scratch[warp] = value;
-    __syncthreads();
-    if (warp == 0) {
-        value = lane < kThreads / 32 ? scratch[lane] : A(0);
-        for (int offset = 16; offset > 0; offset /= 2) value += __shfl_down_sync(0xffffffffu, value, offset);
-        if (lane == 0) scratch[0] = value;
-    }
-    __syncthreads();
-    A result = scratch[0];
-    __syncthreads();
-    return result;
-}
+/* The backend's own block reduction (src/cuda/kernels.cuh). */
+using gpurnn::block_sum;
 
 template <typename T>
 __global__ void row_sums(const T *__restrict__ x, int cols, T *__restrict__ out)
