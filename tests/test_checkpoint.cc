@@ -104,7 +104,7 @@ enum {
     OFF_VERSION = 8, OFF_DTYPE = 12, OFF_ELEMENT_BYTES = 16, OFF_V = 20, OFF_H = 24, OFF_B = 28, OFF_MAXT = 32,
     OFF_RED = 36, OFF_SEED = 40, OFF_INIT_SCALE = 48, OFF_OPT_STARTED = 56, OFF_OPT_KIND = 60, OFF_OPT_STEPS = 64,
     OFF_OPT_SLOTS = 72, OFF_RESERVED = 76, OFF_PARAM_COUNT = 80, OFF_STATE_COUNT = 88, OFF_FILE_SIZE = 96,
-    HEADER = 104
+    OFF_USER_DATA_BYTES = 104, HEADER = 112, V1_HEADER = 104
 };
 
 gpurnn_optimizer opt_of(gpurnn_optimizer_kind kind)
@@ -304,7 +304,7 @@ TEST_P(CheckpointTest, FileFollowsTheDocumentedLayout)
             ASSERT_EQ(b.size(), HEADER + e * (P * (1 + slots) + S) + 8);
             const unsigned char magic[8] = {0x89, 'G', 'P', 'U', 'R', 'N', 'N', '\n'};
             EXPECT_EQ(std::memcmp(b.data(), magic, 8), 0);
-            EXPECT_EQ(get_u32(b, OFF_VERSION), 1u);
+            EXPECT_EQ(get_u32(b, OFF_VERSION), 2u);
             EXPECT_EQ(get_u32(b, OFF_DTYPE), dt == GPURNN_F64 ? 1u : 0u);
             EXPECT_EQ(get_u32(b, OFF_ELEMENT_BYTES), e);
             EXPECT_EQ(get_u32(b, OFF_V), (uint32_t)V);
@@ -322,6 +322,7 @@ TEST_P(CheckpointTest, FileFollowsTheDocumentedLayout)
             EXPECT_EQ(get_u64(b, OFF_PARAM_COUNT), P);
             EXPECT_EQ(get_u64(b, OFF_STATE_COUNT), S);
             EXPECT_EQ(get_u64(b, OFF_FILE_SIZE), b.size());
+            EXPECT_EQ(get_u64(b, OFF_USER_DATA_BYTES), 0u);
             EXPECT_EQ(get_u64(b, b.size() - 8), crc64_xz(b.data(), b.size() - 8));
             std::vector<double> params(P), state(S);
             for (size_t i = 0; i < P; ++i)
@@ -441,7 +442,7 @@ TEST_P(CheckpointTest, BadHeaderFieldsBehindAValidChecksum)
     const Edit edits[] = {
         {"wrong magic", [](std::vector<unsigned char> &b) { std::memcpy(b.data(), "NOTRNN\n\0", 8); }, "magic"},
         {"text-mode damaged magic", [](std::vector<unsigned char> &b) { b[0] = 0x09; }, "magic"},
-        {"version 2", [](std::vector<unsigned char> &b) { put_u32(b, OFF_VERSION, 2); }, "version"},
+        {"version 3", [](std::vector<unsigned char> &b) { put_u32(b, OFF_VERSION, 3); }, "version"},
         {"version 0", [](std::vector<unsigned char> &b) { put_u32(b, OFF_VERSION, 0); }, "version"},
         {"version 0xffffffff", [](std::vector<unsigned char> &b) { put_u32(b, OFF_VERSION, 0xffffffffu); }, "version"},
         {"dtype 2", [](std::vector<unsigned char> &b) { put_u32(b, OFF_DTYPE, 2); }, ""},
@@ -486,7 +487,7 @@ TEST_P(CheckpointTest, BadHeaderFieldsBehindAValidChecksum)
              put_u32(b, OFF_H, (uint32_t)h);
              put_u64(b, OFF_PARAM_COUNT, P);
              put_u64(b, OFF_STATE_COUNT, S);
-             put_u64(b, OFF_FILE_SIZE, 104 + 8 * (P * 3 + S) + 8);
+             put_u64(b, OFF_FILE_SIZE, HEADER + 8 * (P * 3 + S) + 8);
          },
          ""},
         {"B = 2^31-1 with consistent counts and file_size",
@@ -494,7 +495,7 @@ TEST_P(CheckpointTest, BadHeaderFieldsBehindAValidChecksum)
              const uint64_t P = get_u64(b, OFF_PARAM_COUNT), S = big * get_u32(b, OFF_H);
              put_u32(b, OFF_B, (uint32_t)big);
              put_u64(b, OFF_STATE_COUNT, S);
-             put_u64(b, OFF_FILE_SIZE, 104 + 8 * (P * 3 + S) + 8);
+             put_u64(b, OFF_FILE_SIZE, HEADER + 8 * (P * 3 + S) + 8);
          },
          ""},
         {"a NaN parameter", [](std::vector<unsigned char> &b) { put_value(b, HEADER + 8 * 3, NAN, 8); }, ""},
@@ -580,19 +581,28 @@ TEST_P(CheckpointTest, IoErrors)
     }
 }
 
-TEST_P(CheckpointTest, SaveRefusesMaxSeqLenBeyondTheFormatsLimit)
+TEST_P(CheckpointTest, LimitsOfSaveAreCheckedAtCreation)
 {
-    /* What the loader refuses (max_seq_len > 2^24), save refuses before touching a file. */
-    TempDir dir;
-    gpurnn_config cfg = make_config(backend(), GPURNN_F32, 1, 1, 1, (1 << 24) + 1);
-    ModelPtr m = create_model(cfg);
-    ASSERT_TRUE(m);
-    const std::string path = dir.file("long.ckpt");
-    const gpurnn_status st = gpurnn_model_save(m.get(), path.c_str());
+    /* What a checkpoint cannot hold (max_seq_len > GPURNN_MAX_SEQ_LEN = 2^24) is refused by
+     * create, naming the value and the limit; a model at the limit saves and loads. */
+    ASSERT_EQ(GPURNN_MAX_SEQ_LEN, 1 << 24);
+    gpurnn_model *out = kSentinel;
+    const gpurnn_config over = make_config(backend(), GPURNN_F32, 1, 1, 1, GPURNN_MAX_SEQ_LEN + 1);
+    const gpurnn_status st = gpurnn_model_create(&over, &out);
     const std::string msg = gpurnn_last_error();
     EXPECT_EQ(st, GPURNN_ERR_INVALID_ARGUMENT) << gpurnn_status_string(st) << ": " << msg;
-    EXPECT_NE(msg.find("max_seq_len"), std::string::npos) << msg;
-    EXPECT_TRUE(dir.list().empty()) << "a refused save left a file behind";
+    EXPECT_NE(msg.find("max_seq_len = 16777217"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("16777216"), std::string::npos) << "the message should give the limit: " << msg;
+    EXPECT_EQ(out, kSentinel);
+
+    TempDir dir;
+    ModelPtr m = create_model(make_config(backend(), GPURNN_F32, 1, 1, 1, GPURNN_MAX_SEQ_LEN));
+    ASSERT_TRUE(m);
+    const std::string path = dir.file("long.ckpt");
+    ASSERT_EQ(gpurnn_model_save(m.get(), path.c_str()), GPURNN_OK) << gpurnn_last_error();
+    ModelPtr l = load(path, backend());
+    ASSERT_TRUE(l);
+    EXPECT_EQ(get_config(l.get()).max_seq_len, GPURNN_MAX_SEQ_LEN);
 }
 
 TEST_P(CheckpointTest, FailedSaveLeavesTheExistingFileIntact)
