@@ -394,7 +394,7 @@ GPURNN_API gpurnn_status gpurnn_model_load_with_user_data(const char *path, gpur
 
 /* As gpurnn_model_load_with_user_data, from the size bytes at data (a whole checkpoint,
  * e.g. from gpurnn_model_save_to_memory or read from any storage). The library only reads
- * data, and keeps no pointer to it.
+ * data, and keeps no pointer to it; data may be NULL only when size is 0.
  * Errors: INVALID_ARGUMENT (NULL data, NULL out, half of the user-data pair), FORMAT (as
  * for files; the message says "memory buffer" where a file's path would be),
  * BACKEND_UNAVAILABLE, OUT_OF_MEMORY, CUDA. */

@@ -1364,7 +1364,9 @@ gpurnn_status gpurnn_model_load_from_memory(const void *data, size_t size, gpurn
                                             gpurnn_model **out)
 {
     const char *fn = "gpurnn_model_load_from_memory";
-    if (!data) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: data is NULL", fn);
+    /* An empty buffer (NULL, 0) is an empty checkpoint: a format error, as an empty file is. */
+    if (!data && size > 0)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: data is NULL, but size is %zu", fn, size);
     gpurnn_status s = check_load_outputs(fn, backend, user_data, user_data_size, out);
     if (s != GPURNN_OK) return s;
 
