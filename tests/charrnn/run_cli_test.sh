@@ -117,7 +117,7 @@ errors)
     expect_error "cannot read missing.ckpt: No such file or directory" sample missing.ckpt
     expect_error "text.txt is not a gpurnn-charrnn checkpoint" sample text.txt
     head -c 2000 words.ckpt >truncated.ckpt
-    expect_error "checksum mismatch" sample truncated.ckpt
+    expect_error "truncated" sample truncated.ckpt
     # A resumed run keeps its settings.
     expect_error "--hidden 32 differs from words.ckpt's 24" train text.txt --resume words.ckpt --hidden 32
     expect_error "words.ckpt is already at step 3" train text.txt --resume words.ckpt --steps 2
