@@ -1,6 +1,8 @@
-/* libFuzzer target: gpurnn_model_load on arbitrary bytes (CPU backend).
+/* libFuzzer target: the checkpoint loaders on arbitrary bytes (CPU backend).
  *
- * Each input is written to a file and loaded. The loader must either return a model or
+ * Each input is written to a file and loaded with gpurnn_model_load_with_user_data, and
+ * loaded from memory with gpurnn_model_load_from_memory: both must give the same status
+ * and the same user data. The loader must either return a model or
  * fail with a known status and a message; it must never crash, leak, read out of bounds
  * or allocate without bound. Because nearly every mutation breaks the CRC-64 and so
  * stops at the checksum check, an input whose checksum is wrong is loaded a second time
@@ -8,16 +10,17 @@
  * checks and model creation.
  *
  * A model that loads is exercised a little, with invariants checked:
- *  - it saves, and the saved file loads back to the same configuration, parameters,
- *    carried state and optimizer state (byte for byte, apart from init_scale, which the
- *    library canonicalises (0 means 0.01), and the checksum that covers it);
+ *  - it saves with its user data (to a file and to memory: the same bytes), and the saved
+ *    file equals the input (byte for byte, apart from init_scale, which the library
+ *    canonicalises (0 means 0.01), and the checksum that covers it; a version-1 input is
+ *    saved as version 2, whose payload must equal the input's);
  *  - forward, backward, clipping, an optimizer step of the file's kind and sampling
  *    return known statuses, with a message on failure, and leave the parameters finite.
  */
 #include "fuzz_common.h"
 
-enum { HEADER_BYTES = 104, TRAILER_BYTES = 8, OFF_INIT_SCALE = 48, OFF_OPT_STARTED = 56,
-       OFF_OPT_KIND = 60 };
+enum { V1_HEADER_BYTES = 104, HEADER_BYTES = 112, TRAILER_BYTES = 8, OFF_VERSION = 8,
+       OFF_INIT_SCALE = 48, OFF_OPT_STARTED = 56, OFF_OPT_KIND = 60 };
 
 static uint32_t le32(const uint8_t *p)
 {
@@ -81,32 +84,63 @@ static void exercise(gpurnn_model *m, const uint8_t *data, size_t size)
     free(tok);
 }
 
-/* Loads path; on success checks the round trip through save and exercises the model. */
+/* Loads path (and the same bytes from memory); on success checks the round trip through
+ * save and exercises the model. */
 static void load_and_check(const char *path, const uint8_t *data, size_t size)
 {
-    gpurnn_model *m = NULL;
-    gpurnn_status s = FUZZ_CALL(gpurnn_model_load(path, GPURNN_BACKEND_CPU, &m));
+    gpurnn_model *m = NULL, *from_memory = NULL;
+    void *user = NULL, *user_memory = NULL;
+    size_t user_size = 0, user_memory_size = 0;
+    gpurnn_status s = FUZZ_CALL(gpurnn_model_load_with_user_data(path, GPURNN_BACKEND_CPU, &user, &user_size, &m));
+    gpurnn_status sm = FUZZ_CALL(gpurnn_model_load_from_memory(data, size, GPURNN_BACKEND_CPU, &user_memory,
+                                                               &user_memory_size, &from_memory));
+    FUZZ_CHECK(s == sm, "the file loads with %s, the same bytes in memory with %s", gpurnn_status_string(s),
+               gpurnn_status_string(sm));
     if (s != GPURNN_OK) {
-        FUZZ_CHECK(m == NULL, "failed load set *out");
+        FUZZ_CHECK(m == NULL && user == NULL && user_size == 0, "failed load set an output");
+        FUZZ_CHECK(from_memory == NULL && user_memory == NULL, "failed memory load set an output");
         return;
     }
-    FUZZ_CHECK(m != NULL, "successful load returned NULL");
-    FUZZ_CHECK(size >= HEADER_BYTES + TRAILER_BYTES, "a %zu-byte file loaded", size);
+    FUZZ_CHECK(m != NULL && from_memory != NULL, "successful load returned NULL");
+    FUZZ_CHECK(size >= V1_HEADER_BYTES + TRAILER_BYTES, "a %zu-byte file loaded", size);
+    FUZZ_CHECK(user_size == user_memory_size && (user_size == 0 || !memcmp(user, user_memory, user_size)),
+               "the file and memory loads returned different user data");
+    FUZZ_CHECK((user == NULL) == (user_size == 0), "user data %p of %zu bytes", user, user_size);
+    gpurnn_user_data_free(user_memory);
+    gpurnn_model_destroy(from_memory);
     fuzz_check_params_finite(m, "load");
 
     char saved[300];
     snprintf(saved, sizeof saved, "%s/saved.ckpt", fuzz_scratch_dir());
-    s = FUZZ_CALL(gpurnn_model_save(m, saved));
+    s = FUZZ_CALL(gpurnn_model_save_with_user_data(m, user, user_size, saved));
     FUZZ_CHECK(s == GPURNN_OK, "a model fresh from load cannot be saved: %s", gpurnn_last_error());
     size_t out_size = 0;
     uint8_t *out = read_file(saved, &out_size);
-    FUZZ_CHECK(out_size == size, "saved %zu bytes, loaded %zu", out_size, size);
-    for (size_t i = 0; i < size - TRAILER_BYTES; i++) {
-        if (i >= OFF_INIT_SCALE && i < OFF_INIT_SCALE + 8) continue;
-        FUZZ_CHECK(out[i] == data[i], "byte %zu differs after load + save: %02x, was %02x", i,
-                   out[i], data[i]);
+    size_t memory_size = 0;
+    FUZZ_CHECK(gpurnn_model_save_size(m, user_size, &memory_size) == GPURNN_OK, "save_size failed");
+    FUZZ_CHECK(memory_size == out_size, "save_size says %zu, the file has %zu", memory_size, out_size);
+    uint8_t *mem = malloc(memory_size);
+    FUZZ_CHECK(mem != NULL, "out of memory in the harness");
+    FUZZ_CHECK(gpurnn_model_save_to_memory(m, user, user_size, mem, memory_size, NULL) == GPURNN_OK,
+               "save_to_memory failed: %s", gpurnn_last_error());
+    FUZZ_CHECK(!memcmp(mem, out, out_size), "the memory save differs from the file save");
+    free(mem);
+    if (le32(data + OFF_VERSION) == 1) {
+        /* saved as version 2: a longer header, the same payload */
+        FUZZ_CHECK(out_size == size + (HEADER_BYTES - V1_HEADER_BYTES), "saved %zu bytes from a v1 file of %zu",
+                   out_size, size);
+        FUZZ_CHECK(!memcmp(out + HEADER_BYTES, data + V1_HEADER_BYTES, size - V1_HEADER_BYTES - TRAILER_BYTES),
+                   "the payload of a v1 file changed through load + save");
+    } else {
+        FUZZ_CHECK(out_size == size, "saved %zu bytes, loaded %zu", out_size, size);
+        for (size_t i = 0; i < size - TRAILER_BYTES; i++) {
+            if (i >= OFF_INIT_SCALE && i < OFF_INIT_SCALE + 8) continue;
+            FUZZ_CHECK(out[i] == data[i], "byte %zu differs after load + save: %02x, was %02x", i, out[i],
+                       data[i]);
+        }
     }
     free(out);
+    gpurnn_user_data_free(user);
 
     exercise(m, data, size);
     gpurnn_model_destroy(m);
@@ -120,7 +154,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     load_and_check(path, data, size);
 
     /* The same bytes with a correct checksum, when it was wrong. */
-    if (size >= HEADER_BYTES + TRAILER_BYTES) {
+    if (size >= V1_HEADER_BYTES + TRAILER_BYTES) {
         uint64_t crc = fuzz_crc64(data, size - TRAILER_BYTES);
         uint8_t trailer[TRAILER_BYTES];
         for (int i = 0; i < TRAILER_BYTES; i++) trailer[i] = (uint8_t)(crc >> (8 * i));

@@ -2,7 +2,9 @@
  *
  *   <dir>/fuzz_checkpoint_load/NAME.ckpt  valid checkpoints of tiny models (V, H <= 8):
  *       several shapes, float32 and float64, sum and mean reduction, no optimizer state,
- *       and the state after SGD (momentum), Adagrad and Adam steps
+ *       and the state after SGD (momentum), Adagrad and Adam steps; one (format v2) with
+ *       user data. The seeds without it were written in format v1 and are kept as such
+ *       (they exercise the v1 reader); this program now writes v2 files.
  *   <dir>/fuzz_api/NAME.bin               byte strings for fuzz_api that create a model
  *       and run typical training sequences (forward, backward, clip, step, sample, ...)
  *
@@ -32,6 +34,7 @@ typedef struct {
     gpurnn_loss_reduction reduction;
     int optimizer; /* -1: none started; else a gpurnn_optimizer_kind */
     int steps;
+    size_t user_data_bytes; /* 0: none; else bytes i * 31 + 7 (format v2's user data) */
 } ckpt_seed;
 
 static int write_checkpoint(const char *dir, const ckpt_seed *c)
@@ -65,7 +68,11 @@ static int write_checkpoint(const char *dir, const ckpt_seed *c)
     }
     char path[512];
     snprintf(path, sizeof path, "%s/fuzz_checkpoint_load/%s.ckpt", dir, c->name);
-    if (!rc && gpurnn_model_save(m, path) != GPURNN_OK) rc = fail(path);
+    unsigned char user[64];
+    for (size_t i = 0; i < sizeof user; i++) user[i] = (unsigned char)(i * 31 + 7);
+    if (!rc && c->user_data_bytes > sizeof user) rc = fail("user_data_bytes too large");
+    if (!rc && gpurnn_model_save_with_user_data(m, user, c->user_data_bytes, path) != GPURNN_OK)
+        rc = fail(path);
     gpurnn_model_destroy(m);
     return rc;
 }
@@ -91,14 +98,15 @@ int main(int argc, char **argv)
     }
     const char *dir = argv[argc - 1];
     static const ckpt_seed seeds[] = {
-        {"v1h1b1-f32", 1, 1, 1, 1, GPURNN_F32, GPURNN_LOSS_SUM, -1, 0},
-        {"v4h3b2-f32-fresh", 4, 3, 2, 5, GPURNN_F32, GPURNN_LOSS_SUM, -1, 0},
-        {"v4h3b2-f64-fresh", 4, 3, 2, 5, GPURNN_F64, GPURNN_LOSS_MEAN, -1, 0},
-        {"v5h4b1-f32-sgd", 5, 4, 1, 6, GPURNN_F32, GPURNN_LOSS_SUM, GPURNN_SGD, 2},
-        {"v3h8b2-f64-adagrad", 3, 8, 2, 4, GPURNN_F64, GPURNN_LOSS_SUM, GPURNN_ADAGRAD, 2},
-        {"v6h5b3-f32-adam", 6, 5, 3, 7, GPURNN_F32, GPURNN_LOSS_MEAN, GPURNN_ADAM, 1},
-        {"v8h8b1-f64-adam", 8, 8, 1, 3, GPURNN_F64, GPURNN_LOSS_SUM, GPURNN_ADAM, 3},
-        {"v2h2b8-f32-adam", 2, 2, 8, 16, GPURNN_F32, GPURNN_LOSS_MEAN, GPURNN_ADAM, 2},
+        {"v1h1b1-f32", 1, 1, 1, 1, GPURNN_F32, GPURNN_LOSS_SUM, -1, 0, 0},
+        {"v4h3b2-f32-fresh", 4, 3, 2, 5, GPURNN_F32, GPURNN_LOSS_SUM, -1, 0, 0},
+        {"v4h3b2-f64-fresh", 4, 3, 2, 5, GPURNN_F64, GPURNN_LOSS_MEAN, -1, 0, 0},
+        {"v5h4b1-f32-sgd", 5, 4, 1, 6, GPURNN_F32, GPURNN_LOSS_SUM, GPURNN_SGD, 2, 0},
+        {"v3h8b2-f64-adagrad", 3, 8, 2, 4, GPURNN_F64, GPURNN_LOSS_SUM, GPURNN_ADAGRAD, 2, 0},
+        {"v6h5b3-f32-adam", 6, 5, 3, 7, GPURNN_F32, GPURNN_LOSS_MEAN, GPURNN_ADAM, 1, 0},
+        {"v8h8b1-f64-adam", 8, 8, 1, 3, GPURNN_F64, GPURNN_LOSS_SUM, GPURNN_ADAM, 3, 0},
+        {"v2h2b8-f32-adam", 2, 2, 8, 16, GPURNN_F32, GPURNN_LOSS_MEAN, GPURNN_ADAM, 2, 0},
+        {"v4h3b1-f32-adam-user-data", 4, 3, 1, 4, GPURNN_F32, GPURNN_LOSS_SUM, GPURNN_ADAM, 1, 37},
     };
     if (check) {
         for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {

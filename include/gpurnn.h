@@ -96,7 +96,8 @@ typedef struct gpurnn_config {
     int vocab_size;                 /* V >= 1 */
     int hidden_size;                /* H >= 1 */
     int batch_size;                 /* B >= 1 */
-    int max_seq_len;                /* largest T accepted by gpurnn_forward, >= 1 */
+    int max_seq_len;                /* largest T accepted by gpurnn_forward, in
+                                       [1, GPURNN_MAX_SEQ_LEN] */
     gpurnn_dtype dtype;             /* storage and compute precision */
     gpurnn_backend backend;         /* AUTO: CUDA when usable (and able to hold this
                                        configuration), else CPU */
@@ -119,6 +120,10 @@ typedef struct gpurnn_config {
 } gpurnn_config;
 
 #define GPURNN_BPTT_KEEP_ALL (-1)
+/* The largest max_seq_len (2^24). Checkpoint files cannot hold more (a file must not make
+ * its loader allocate per-step buffers that no bytes of it back: docs/checkpoint-format.md),
+ * so gpurnn_model_create refuses more, and every model it creates can be saved. */
+#define GPURNN_MAX_SEQ_LEN (1 << 24)
 #define GPURNN_DEFAULT_ACTIVATION_BUDGET (1ULL << 30)
 
 /* Fills every field with its default: V = H = B = 0 (the caller must set them),
@@ -131,7 +136,8 @@ GPURNN_API void gpurnn_config_init(gpurnn_config *cfg);
  * dtype, up to the dtype's rounding), gradients, optimizer state and carried state zero.
  * All memory the model will use during training is allocated here.
  * *out is set only on success; destroy it with gpurnn_model_destroy.
- * Errors: INVALID_ARGUMENT (NULL pointer, a size < 1, an unknown enum value, a negative
+ * Errors: INVALID_ARGUMENT (NULL pointer, a size < 1, max_seq_len above
+ * GPURNN_MAX_SEQ_LEN, an unknown enum value, a negative
  * or non-finite init_scale, one so large that weights could overflow the dtype (above
  * FLT_MAX / 9 for float32, DBL_MAX / 9 for float64), bptt_checkpoint_every < -1, or
  * buffer sizes that overflow size_t), BACKEND_UNAVAILABLE
@@ -310,23 +316,95 @@ GPURNN_API gpurnn_status gpurnn_gradcheck(gpurnn_model *m, const int32_t *inputs
 GPURNN_API gpurnn_status gpurnn_sample(gpurnn_model *m, int32_t first_token, int n, double temperature,
                                        unsigned long long seed, int32_t *out);
 
-/* Writes a checkpoint (format: docs/checkpoint-format.md): configuration, parameters,
- * optimizer state and carried state, with a CRC-64 over every byte; gradients are not
- * saved. The file is written beside path as "<path>.tmp-XXXXXX", flushed to disk and
- * renamed over path, so a crash leaves either the old or the new file (temporary files
- * left by killed saves of the same path are removed by the next save). A symbolic link
- * at path is replaced, not followed.
- * Errors: INVALID_ARGUMENT (NULL, or a max_seq_len above the format's limit of 2^24),
- * IO (names the path and the system's reason; an existing file at path is left intact),
- * NUMERIC (the model holds a value the loader would reject), CUDA. */
+/* ---- checkpoints ---------------------------------------------------------------------
+ *
+ * A checkpoint (format: docs/checkpoint-format.md, version 2) holds the configuration,
+ * parameters, optimizer state and carried state of a model, and optionally the caller's
+ * own bytes (the "user data": a vocabulary, a tokenizer, training metadata), with one
+ * CRC-64 over every byte. Gradients are not saved. The library never interprets the user
+ * data; it stores it, checksums it and gives it back byte for byte.
+ *
+ * Files and memory buffers hold the same bytes: gpurnn_model_save_to_memory writes exactly
+ * what gpurnn_model_save_with_user_data writes to a file, and either loader reads either.
+ * Files written in format version 1 (before user data existed) still load, with no user
+ * data.
+ *
+ * Ownership: the library keeps no pointer to any buffer passed in. A loaded user blob is
+ * allocated by the library and belongs to the caller, who releases it with
+ * gpurnn_user_data_free.
+ *
+ * Limits: every limit a saved model must meet is checked by gpurnn_model_create
+ * (max_seq_len <= GPURNN_MAX_SEQ_LEN; V, H and B are ints), so every model that exists can
+ * be saved. Save refuses only user data above GPURNN_USER_DATA_MAX, values that are not
+ * finite (which the loader would reject), or what the system refuses (I/O, memory). */
+
+/* The largest user blob a checkpoint holds: 64 MiB. */
+#define GPURNN_USER_DATA_MAX ((size_t)64 << 20)
+
+/* Writes a checkpoint with no user data to path; the same as
+ * gpurnn_model_save_with_user_data(m, NULL, 0, path). */
 GPURNN_API gpurnn_status gpurnn_model_save(const gpurnn_model *m, const char *path);
 
-/* Creates a model from a checkpoint on the given backend (AUTO, CPU or CUDA, whatever
- * wrote it). The file is fully validated (sizes, enum values, checksum) before the model
- * is allocated. *out is set only on success.
+/* Writes a checkpoint holding user_data[0 .. user_data_size) to path. The file is written
+ * beside path as "<path>.tmp-XXXXXX", flushed to disk and renamed over path, so a crash
+ * leaves either the old or the new file (temporary files left by killed saves of the same
+ * path are removed by the next save). A symbolic link at path is replaced, not followed.
+ * user_data may be NULL only when user_data_size is 0.
+ * Errors: INVALID_ARGUMENT (NULL, empty path, user_data_size above GPURNN_USER_DATA_MAX),
+ * IO (names the path and the system's reason; an existing file at path is left intact),
+ * NUMERIC (the model holds a value the loader would reject; nothing is written), CUDA. */
+GPURNN_API gpurnn_status gpurnn_model_save_with_user_data(const gpurnn_model *m, const void *user_data,
+                                                          size_t user_data_size, const char *path);
+
+/* The size in bytes of m's checkpoint with user_data_size bytes of user data, written to
+ * *size: the buffer that gpurnn_model_save_to_memory needs.
+ * Errors: INVALID_ARGUMENT (NULL, user_data_size above GPURNN_USER_DATA_MAX, a size that
+ * does not fit in size_t). */
+GPURNN_API gpurnn_status gpurnn_model_save_size(const gpurnn_model *m, size_t user_data_size, size_t *size);
+
+/* Writes m's checkpoint, holding user_data[0 .. user_data_size), into buffer: the same
+ * bytes gpurnn_model_save_with_user_data would write to a file. buffer_size must be at
+ * least gpurnn_model_save_size(m, user_data_size); *written (may be NULL) receives the
+ * bytes written, which is that size. On failure the buffer is left as it was (the values
+ * are checked before the first byte is written).
+ * Errors: INVALID_ARGUMENT (NULL, user data as for save_with_user_data, buffer_size too
+ * small: the message gives the size needed), NUMERIC, CUDA. */
+GPURNN_API gpurnn_status gpurnn_model_save_to_memory(const gpurnn_model *m, const void *user_data,
+                                                     size_t user_data_size, void *buffer,
+                                                     size_t buffer_size, size_t *written);
+
+/* Creates a model from a checkpoint file on the given backend (AUTO, CPU or CUDA, whatever
+ * wrote it), ignoring any user data in it (still checksummed). The file is fully validated
+ * (sizes, enum values, checksum) before the model is allocated. *out is set only on
+ * success.
  * Errors: INVALID_ARGUMENT, IO, FORMAT (truncated, damaged, wrong version, absurd sizes:
  * the message says which), BACKEND_UNAVAILABLE, OUT_OF_MEMORY, CUDA. */
 GPURNN_API gpurnn_status gpurnn_model_load(const char *path, gpurnn_backend backend, gpurnn_model **out);
+
+/* As gpurnn_model_load, and also returns the checkpoint's user data: *user_data points to
+ * a new buffer of *user_data_size bytes, allocated by the library, that the caller frees
+ * with gpurnn_user_data_free; when the checkpoint has none (a version-1 file, or one saved
+ * without), *user_data is NULL and *user_data_size 0. user_data and user_data_size are
+ * either both NULL (the user data is checked but not returned) or both given. On failure
+ * *out, *user_data and *user_data_size are untouched and nothing is left allocated.
+ * Errors: as gpurnn_model_load. */
+GPURNN_API gpurnn_status gpurnn_model_load_with_user_data(const char *path, gpurnn_backend backend,
+                                                          void **user_data, size_t *user_data_size,
+                                                          gpurnn_model **out);
+
+/* As gpurnn_model_load_with_user_data, from the size bytes at data (a whole checkpoint,
+ * e.g. from gpurnn_model_save_to_memory or read from any storage). The library only reads
+ * data, and keeps no pointer to it; data may be NULL only when size is 0.
+ * Errors: INVALID_ARGUMENT (NULL data, NULL out, half of the user-data pair), FORMAT (as
+ * for files; the message says "memory buffer" where a file's path would be),
+ * BACKEND_UNAVAILABLE, OUT_OF_MEMORY, CUDA. */
+GPURNN_API gpurnn_status gpurnn_model_load_from_memory(const void *data, size_t size, gpurnn_backend backend,
+                                                       void **user_data, size_t *user_data_size,
+                                                       gpurnn_model **out);
+
+/* Frees user data returned by gpurnn_model_load_with_user_data or _load_from_memory.
+ * NULL is allowed. */
+GPURNN_API void gpurnn_user_data_free(void *user_data);
 
 /* A static English name for a status ("GPURNN_ERR_FORMAT: ..."); never NULL. */
 GPURNN_API const char *gpurnn_status_string(gpurnn_status s);

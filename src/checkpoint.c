@@ -1,4 +1,4 @@
-/* Checkpoint files: gpurnn_model_save and gpurnn_model_load.
+/* Checkpoints: gpurnn_model_save / _load and their user-data and memory-buffer variants.
  *
  * The byte layout is specified in docs/checkpoint-format.md; this file is its only
  * implementation. Every multi-byte value is composed byte by byte in little-endian
@@ -10,10 +10,14 @@
  *    or new checkpoint.
  *  - Loading trusts nothing in the file: the header is validated and the exact file
  *    size checked before anything is allocated, then the whole file is checksummed
- *    through a fixed buffer, and only then is the model created and filled (checking
- *    the checksum again on that second read, in case the file changed meanwhile).
+ *    through a fixed buffer, and only then are the model and the user-data buffer
+ *    allocated and filled (checking the checksum again on that second read, in case the
+ *    file changed meanwhile).
  * Memory use is bounded by one fixed scratch block, never by what a file claims or by
- * the model's size. */
+ * the model's size (the user data, whose size the file's own size backs, excepted).
+ *
+ * Files and memory buffers go through the same reader and writer (a byte source or sink
+ * that is a descriptor or a buffer), so a buffer holds exactly the bytes of a file. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -44,8 +48,10 @@ _Static_assert(sizeof(double) == 8 && DBL_MANT_DIG == 53 && DBL_MAX_EXP == 1024,
                "checkpoints need IEEE-754 binary64 doubles");
 
 enum {
-    CKPT_VERSION = 1,
-    CKPT_HEADER_BYTES = 104,
+    /* The version written; version 1 (no user data, a 104-byte header) is still read. */
+    CKPT_VERSION = 2,
+    CKPT_V1_HEADER_BYTES = 104,
+    CKPT_HEADER_BYTES = 112,
     CKPT_TRAILER_BYTES = 8,
     /* Values moved per round trip between the backend and the file: 64 KiB of float64. */
     CKPT_CHUNK_VALUES = 8192,
@@ -53,14 +59,16 @@ enum {
     /* Attempts at a temporary file before giving up on a directory that keeps losing it
      * to concurrent cleaners (see create_temporary). */
     CKPT_TEMP_ATTEMPTS = 8,
-    /* The largest max_seq_len a checkpoint may hold (2^24). V, H and B are backed by the
-     * file's own size (it must hold P parameters and B*H state values), but max_seq_len
-     * is not: without a limit a tiny checksum-valid file could make the loader allocate
-     * (max_seq_len + 1) * B * H hidden-state values for max_seq_len up to 2^31 - 1, tens
-     * of GiB for B = H = 1. With it, the per-step buffers stay within 2^24 times the
-     * state the file holds (about 400 MiB for B = H = 1). */
-    CKPT_MAX_SEQ_LEN = 1 << 24,
 };
+
+/* The largest max_seq_len a checkpoint may hold (GPURNN_MAX_SEQ_LEN = 2^24, which
+ * gpurnn_model_create enforces too). V, H and B are backed by the file's own size (it must
+ * hold P parameters and B*H state values), but max_seq_len is not: without a limit a tiny
+ * checksum-valid file could make the loader allocate (max_seq_len + 1) * B * H
+ * hidden-state values for max_seq_len up to 2^31 - 1, tens of GiB for B = H = 1. With it,
+ * the per-step buffers stay within 2^24 times the state the file holds (about 400 MiB for
+ * B = H = 1). */
+#define CKPT_MAX_SEQ_LEN GPURNN_MAX_SEQ_LEN
 
 /* Field offsets in the header; docs/checkpoint-format.md has the same table. */
 enum {
@@ -83,15 +91,17 @@ enum {
     OFF_PARAM_COUNT = 80,
     OFF_STATE_COUNT = 88,
     OFF_FILE_SIZE = 96,
+    OFF_USER_DATA_BYTES = 104, /* version 2 on */
 };
-_Static_assert(OFF_FILE_SIZE + 8 == CKPT_HEADER_BYTES, "the header table and its size disagree");
+_Static_assert(OFF_FILE_SIZE + 8 == CKPT_V1_HEADER_BYTES, "the v1 header table and its size disagree");
+_Static_assert(OFF_USER_DATA_BYTES + 8 == CKPT_HEADER_BYTES, "the header table and its size disagree");
 
 /* PNG's trick: a high-bit first byte and a newline catch 7-bit and text-mode transfers,
  * and the name makes the file recognisable in a hex dump. */
 static const unsigned char ckpt_magic[8] = {0x89, 'G', 'P', 'U', 'R', 'N', 'N', '\n'};
 
-static const char *const save_fn = "gpurnn_model_save";
-static const char *const load_fn = "gpurnn_model_load";
+/* What messages call a memory buffer where they would name a file. */
+static const char *const memory_name = "memory buffer";
 
 /* The header, decoded into host types. */
 typedef struct ckpt_header {
@@ -104,7 +114,14 @@ typedef struct ckpt_header {
     uint32_t optimizer_started, optimizer_kind, optimizer_slots, reserved;
     uint64_t optimizer_steps;
     uint64_t param_count, state_count, file_size;
+    uint64_t user_data_bytes;   /* 0 in version 1 */
+    uint32_t header_bytes;      /* of this version: 104 (v1) or 112 */
 } ckpt_header;
+
+static uint32_t header_bytes_of(uint32_t version)
+{
+    return version == 1 ? CKPT_V1_HEADER_BYTES : CKPT_HEADER_BYTES;
+}
 
 /* One run of values in the payload, in file order. */
 typedef enum { RULE_FINITE, RULE_NONNEGATIVE } value_rule;
@@ -230,6 +247,7 @@ static gpurnn_status fail_file(gpurnn_status status, const char *fn, const char 
     va_start(args, fmt);
     vsnprintf(detail, sizeof detail, fmt, args);
     va_end(args);
+    if (path == memory_name) return gpurnn_fail(status, "%s: checkpoint in memory: %s", fn, detail);
     return gpurnn_fail(status, "%s: checkpoint '%s': %s", fn, show_path(path).text, detail);
 }
 
@@ -269,7 +287,8 @@ static uint64_t expected_file_size(const ckpt_header *h)
     if (!mul_u64(h->param_count, 1u + (uint64_t)h->optimizer_slots, &values)) return 0;
     if (!add_u64(values, h->state_count, &values)) return 0;
     if (!mul_u64(values, h->element_bytes, &bytes)) return 0;
-    if (!add_u64(bytes, CKPT_HEADER_BYTES + CKPT_TRAILER_BYTES, &total)) return 0;
+    if (!add_u64(bytes, h->user_data_bytes, &bytes)) return 0;
+    if (!add_u64(bytes, (uint64_t)h->header_bytes + CKPT_TRAILER_BYTES, &total)) return 0;
     return total;
 }
 
@@ -332,11 +351,13 @@ static int check_values(const ckpt_header *h, const ckpt_section *s, uint64_t fi
 
 /* ---- the header ------------------------------------------------------------------- */
 
-static void header_from_model(const gpurnn_model *m, ckpt_header *h)
+static void header_from_model(const gpurnn_model *m, size_t user_data_bytes, ckpt_header *h)
 {
     const gpurnn_config *c = &m->cfg;
     memset(h, 0, sizeof *h);
     h->version = CKPT_VERSION;
+    h->header_bytes = CKPT_HEADER_BYTES;
+    h->user_data_bytes = user_data_bytes;
     h->dtype = (uint32_t)c->dtype;
     h->element_bytes = c->dtype == GPURNN_F64 ? 8u : 4u;
     h->vocab_size = (uint32_t)c->vocab_size;
@@ -378,6 +399,7 @@ static void header_encode(const ckpt_header *h, unsigned char *p)
     store_u64(p + OFF_PARAM_COUNT, h->param_count);
     store_u64(p + OFF_STATE_COUNT, h->state_count);
     store_u64(p + OFF_FILE_SIZE, h->file_size);
+    if (h->version >= 2) store_u64(p + OFF_USER_DATA_BYTES, h->user_data_bytes);
 }
 
 /* Reads the fields of the header from the first avail bytes of a file of actual_size
@@ -385,10 +407,10 @@ static void header_encode(const ckpt_header *h, unsigned char *p)
  * checkpoint (magic), of this version, and as long as its header says. The other
  * fields are judged by header_validate once the checksum has shown whether the header
  * is damaged, so that a flipped bit is reported as damage, not as an odd value. */
-static gpurnn_status header_read(const char *path, const unsigned char *p, size_t avail,
-                                 uint64_t actual_size, ckpt_header *h)
+static gpurnn_status header_read(const char *load_fn, const char *path, const unsigned char *p,
+                                 size_t avail, uint64_t actual_size, ckpt_header *h)
 {
-    const uint64_t minimum = CKPT_HEADER_BYTES + CKPT_TRAILER_BYTES;
+    uint64_t minimum = CKPT_V1_HEADER_BYTES + CKPT_TRAILER_BYTES;
     size_t magic_seen = avail < sizeof ckpt_magic ? avail : sizeof ckpt_magic;
     if (memcmp(p, ckpt_magic, magic_seen) != 0) {
         char first[3 * sizeof ckpt_magic + 1] = "";
@@ -403,11 +425,12 @@ static gpurnn_status header_read(const char *path, const unsigned char *p, size_
      * version is reported as such, not as truncated. */
     if (avail >= OFF_VERSION + 4) {
         uint32_t version = load_u32(p + OFF_VERSION);
-        if (version != CKPT_VERSION)
+        if (version < 1 || version > CKPT_VERSION)
             return fail_file(GPURNN_ERR_FORMAT, load_fn, path,
                              "checkpoint format version %" PRIu32
-                             " is not supported (this library reads version %d)",
+                             " is not supported (this library reads versions 1 to %d)",
                              version, CKPT_VERSION);
+        minimum = header_bytes_of(version) + CKPT_TRAILER_BYTES;
     }
     if (actual_size < minimum)
         return fail_file(GPURNN_ERR_FORMAT, load_fn, path,
@@ -434,6 +457,8 @@ static gpurnn_status header_read(const char *path, const unsigned char *p, size_
     h->param_count = load_u64(p + OFF_PARAM_COUNT);
     h->state_count = load_u64(p + OFF_STATE_COUNT);
     h->file_size = load_u64(p + OFF_FILE_SIZE);
+    h->header_bytes = header_bytes_of(h->version);
+    h->user_data_bytes = h->version >= 2 ? load_u64(p + OFF_USER_DATA_BYTES) : 0;
 
     if (actual_size < h->file_size)
         return fail_file(GPURNN_ERR_FORMAT, load_fn, path,
@@ -499,6 +524,9 @@ static int header_validate(const ckpt_header *h, char *why, size_t cap)
         REJECT("%" PRIu32 " optimizer slots stored, but this optimizer state has %" PRIu32,
                h->optimizer_slots, slots);
     if (h->reserved != 0) REJECT("reserved field is %" PRIu32 ", not 0", h->reserved);
+    if (h->user_data_bytes > GPURNN_USER_DATA_MAX)
+        REJECT("user data of %" PRIu64 " bytes is larger than GPURNN_USER_DATA_MAX (%zu)",
+               h->user_data_bytes, GPURNN_USER_DATA_MAX);
 
     /* V, H, B < 2^31, so these products and sums fit in 64 bits. */
     uint64_t V = h->vocab_size, H = h->hidden_size, B = h->batch_size;
@@ -524,10 +552,17 @@ static int header_validate(const ckpt_header *h, char *why, size_t cap)
 #undef REJECT
 }
 
-/* ---- buffered writer with a running CRC --------------------------------------------- */
+/* ---- byte sink: buffered writer with a running CRC ----------------------------------- */
+
+/* Where a writer's bytes go: a file, a caller's buffer, or nowhere (a dry run that only
+ * checks the values, so that a memory save changes the buffer only once it cannot fail). */
+typedef enum { SINK_FILE, SINK_MEMORY, SINK_DISCARD } sink_kind;
 
 typedef struct ckpt_writer {
-    int fd;
+    sink_kind kind;
+    int fd;                 /* SINK_FILE */
+    unsigned char *mem;     /* SINK_MEMORY: room for mem_cap bytes, mem_len used */
+    size_t mem_len, mem_cap;
     unsigned char *buf;
     size_t len, cap;
     uint64_t crc;
@@ -553,11 +588,30 @@ static int write_all(int fd, const unsigned char *p, size_t n, int *err)
     return 1;
 }
 
+static int sink_write(ckpt_writer *w, const unsigned char *p, size_t n)
+{
+    switch (w->kind) {
+    case SINK_FILE: return write_all(w->fd, p, n, &w->err);
+    case SINK_MEMORY:
+        /* The caller sized the buffer from the same header; running out is a bug, but
+         * must not write past the end. */
+        if (w->mem_cap - w->mem_len < n) {
+            w->err = ENOSPC;
+            return 0;
+        }
+        memcpy(w->mem + w->mem_len, p, n);
+        w->mem_len += n;
+        return 1;
+    case SINK_DISCARD: return 1;
+    }
+    return 0;
+}
+
 static int writer_flush(ckpt_writer *w)
 {
     if (w->err) return 0;
     w->crc = gpurnn_crc64_update(w->crc, w->buf, w->len);
-    if (!write_all(w->fd, w->buf, w->len, &w->err)) return 0;
+    if (!sink_write(w, w->buf, w->len)) return 0;
     w->len = 0;
     return 1;
 }
@@ -571,11 +625,13 @@ static unsigned char *writer_reserve(ckpt_writer *w, size_t n)
     return p;
 }
 
-/* ---- buffered reader with a running CRC --------------------------------------------- */
+/* ---- byte source: buffered reader with a running CRC --------------------------------- */
 
 typedef struct ckpt_reader {
-    int fd;
-    const char *path;
+    const char *fn;   /* the public function, for messages */
+    int fd;           /* -1 when reading from memory */
+    const unsigned char *mem;
+    const char *path; /* or memory_name */
     uint64_t size;    /* bytes the file had when opened */
     uint64_t crc_end; /* bytes before this offset are covered by the checksum */
     uint64_t filled;  /* file offset just past the last byte read */
@@ -594,6 +650,17 @@ static void reader_rewind(ckpt_reader *r)
     r->start = r->end = 0;
 }
 
+/* Up to want bytes from the source at offset r->filled: the count, 0 at the end of a
+ * file, -1 with errno set on a read error. */
+static ssize_t source_read(ckpt_reader *r, unsigned char *dst, size_t want)
+{
+    if (r->fd < 0) {
+        memcpy(dst, r->mem + r->filled, want); /* want never passes r->size */
+        return (ssize_t)want;
+    }
+    return read(r->fd, dst, want);
+}
+
 /* Points *out at the next n (<= cap) bytes of the file. Reads never go past the size
  * the file had when opened, so the checksum covers exactly the bytes before crc_end. */
 static gpurnn_status reader_take(ckpt_reader *r, size_t n, const unsigned char **out)
@@ -607,15 +674,15 @@ static gpurnn_status reader_take(ckpt_reader *r, size_t n, const unsigned char *
             size_t want = r->cap - r->end;
             if (want > left) want = (size_t)left;
             if (want == 0)
-                return fail_file(GPURNN_ERR_FORMAT, load_fn, r->path,
+                return fail_file(GPURNN_ERR_FORMAT, r->fn, r->path,
                                  "unexpected end of data at byte %" PRIu64, r->filled);
-            ssize_t got = read(r->fd, r->buf + r->end, want);
+            ssize_t got = source_read(r, r->buf + r->end, want);
             if (got < 0) {
                 if (errno == EINTR) continue;
-                return fail_errno(load_fn, "read", r->path, errno);
+                return fail_errno(r->fn, "read", r->path, errno);
             }
             if (got == 0)
-                return fail_file(GPURNN_ERR_FORMAT, load_fn, r->path,
+                return fail_file(GPURNN_ERR_FORMAT, r->fn, r->path,
                                  "the file shrank to %" PRIu64
                                  " bytes while it was read (it had %" PRIu64 ")",
                                  r->filled, r->size);
@@ -636,21 +703,115 @@ static gpurnn_status reader_take(ckpt_reader *r, size_t n, const unsigned char *
 /* After the trailer: a file that grew since it was opened was being rewritten. */
 static gpurnn_status reader_expect_end(ckpt_reader *r)
 {
+    if (r->fd < 0) return GPURNN_OK;
     unsigned char extra;
     for (;;) {
         ssize_t got = read(r->fd, &extra, 1);
         if (got < 0 && errno == EINTR) continue;
-        if (got < 0) return fail_errno(load_fn, "read", r->path, errno);
+        if (got < 0) return fail_errno(r->fn, "read", r->path, errno);
         if (got > 0)
-            return fail_file(GPURNN_ERR_FORMAT, load_fn, r->path,
+            return fail_file(GPURNN_ERR_FORMAT, r->fn, r->path,
                              "the file grew beyond %" PRIu64 " bytes while it was read", r->size);
         return GPURNN_OK;
     }
 }
 
-/* ---- saving -------------------------------------------------------------------------- */
+/* ---- saving: the bytes ----------------------------------------------------------------- */
+
+/* Streams one buffer from the backend into the writer, chunk by chunk. */
+static gpurnn_status save_section(const gpurnn_model *m, const ckpt_header *h,
+                                  const ckpt_section *s, ckpt_writer *w, double *values,
+                                  const char *fn, const char *path)
+{
+    size_t eb = h->element_bytes;
+    for (uint64_t off = 0; off < s->count;) {
+        size_t n =
+            s->count - off < CKPT_CHUNK_VALUES ? (size_t)(s->count - off) : CKPT_CHUNK_VALUES;
+        gpurnn_status st = m->ops->read(m->ctx, s->buffer, (size_t)off, n, values);
+        if (st != GPURNN_OK) return gpurnn_fail_context(st, fn);
+        /* Refuse to write what load would reject, so the previous checkpoint survives. */
+        char why[200];
+        if (!check_values(h, s, off, values, n, why, sizeof why)) {
+            if (path == memory_name)
+                return gpurnn_fail(GPURNN_ERR_NUMERIC, "%s: cannot save: %s", fn, why);
+            return gpurnn_fail(GPURNN_ERR_NUMERIC, "%s: cannot save '%s': %s", fn,
+                               show_path(path).text, why);
+        }
+        unsigned char *p = writer_reserve(w, n * eb);
+        if (!p) return fail_errno(fn, "write checkpoint", path, w->err);
+        if (eb == 4)
+            for (size_t i = 0; i < n; i++) store_f32(p + 4 * i, (float)values[i]);
+        else
+            for (size_t i = 0; i < n; i++) store_f64(p + 8 * i, values[i]);
+        off += n;
+    }
+    return GPURNN_OK;
+}
+
+/* Header, payload, user data and checksum into the writer (whose buffer is scratch's). */
+static gpurnn_status save_contents(const gpurnn_model *m, const ckpt_header *h,
+                                   const unsigned char *user_data, ckpt_writer *w,
+                                   ckpt_scratch *scratch, const char *fn, const char *path)
+{
+    unsigned char *p = writer_reserve(w, CKPT_HEADER_BYTES);
+    if (!p) return fail_errno(fn, "write checkpoint", path, w->err);
+    header_encode(h, p);
+
+    ckpt_section sections[4];
+    int count = payload_sections(h, sections);
+    for (int i = 0; i < count; i++) {
+        gpurnn_status s = save_section(m, h, &sections[i], w, scratch->values, fn, path);
+        if (s != GPURNN_OK) return s;
+    }
+    for (uint64_t off = 0; off < h->user_data_bytes;) {
+        size_t n = h->user_data_bytes - off < w->cap ? (size_t)(h->user_data_bytes - off) : w->cap;
+        p = writer_reserve(w, n);
+        if (!p) return fail_errno(fn, "write checkpoint", path, w->err);
+        memcpy(p, user_data + off, n);
+        off += n;
+    }
+    if (!writer_flush(w)) return fail_errno(fn, "write checkpoint", path, w->err);
+    unsigned char trailer[CKPT_TRAILER_BYTES];
+    store_u64(trailer, w->crc);
+    if (!sink_write(w, trailer, sizeof trailer))
+        return fail_errno(fn, "write checkpoint", path, w->err);
+    return GPURNN_OK;
+}
+
+/* The checks every save makes before it touches a file or buffer; fills *h. */
+static gpurnn_status save_prepare(const char *fn, const gpurnn_model *m, const void *user_data,
+                                  size_t user_data_size, ckpt_header *h)
+{
+    if (!m) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: model is NULL", fn);
+    if (!user_data && user_data_size > 0)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "%s: user_data is NULL, but user_data_size is %zu", fn, user_data_size);
+    if (user_data_size > GPURNN_USER_DATA_MAX)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "%s: user_data_size = %zu is larger than GPURNN_USER_DATA_MAX = %zu", fn,
+                           user_data_size, GPURNN_USER_DATA_MAX);
+    header_from_model(m, user_data_size, h);
+    /* gpurnn_model_create refuses what a checkpoint cannot hold, and a model that exists
+     * fits in memory, so its file size fits in 64 bits; this is defence in depth. */
+    if (h->file_size == 0 || m->cfg.max_seq_len > CKPT_MAX_SEQ_LEN)
+        return gpurnn_fail(GPURNN_ERR_INVALID_STATE,
+                           "%s: the model's size does not fit a checkpoint", fn);
+    return GPURNN_OK;
+}
+
+static ckpt_scratch *scratch_new(const char *fn, gpurnn_status *status)
+{
+    ckpt_scratch *scratch = gpurnn_malloc(sizeof *scratch);
+    *status = scratch ? GPURNN_OK
+                      : gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes", fn,
+                                    sizeof *scratch);
+    return scratch;
+}
+
+/* ---- saving to a file -------------------------------------------------------------------- */
 
 typedef struct save_job {
+    const char *fn;
     const char *path;
     char *dir;        /* directory part of path, for the temporary file and the final sync */
     const char *base; /* file name part of path */
@@ -669,7 +830,7 @@ static gpurnn_status split_path(save_job *job)
     job->tmp = gpurnn_malloc(strlen(job->path) + sizeof ".tmp-XXXXXX");
     if (!job->dir || !job->tmp)
         return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes for file names",
-                           save_fn, dir_len + 1 + strlen(job->path) + sizeof ".tmp-XXXXXX");
+                           job->fn, dir_len + 1 + strlen(job->path) + sizeof ".tmp-XXXXXX");
     memcpy(job->dir, dir_src, dir_len);
     job->dir[dir_len] = '\0';
     return GPURNN_OK;
@@ -719,7 +880,7 @@ static gpurnn_status create_temporary(save_job *job)
     for (int attempt = 0; attempt < CKPT_TEMP_ATTEMPTS; attempt++) {
         sprintf(job->tmp, "%s.tmp-XXXXXX", job->path);
         int fd = mkstemp(job->tmp);
-        if (fd < 0) return fail_errno(save_fn, "create temporary file for", job->path, errno);
+        if (fd < 0) return fail_errno(job->fn, "create temporary file for", job->path, errno);
         (void)fcntl(fd, F_SETFD, FD_CLOEXEC); /* a child of ours must not hold the lock */
         int locked = flock(fd, LOCK_EX | LOCK_NB) == 0;
         /* A file system without flock: save unlocked; cleaners cannot lock it either,
@@ -736,7 +897,7 @@ static gpurnn_status create_temporary(save_job *job)
     return gpurnn_fail(GPURNN_ERR_IO,
                        "%s: cannot create temporary file for '%s': it was removed %d times by "
                        "concurrent saves",
-                       save_fn, show_path(job->path).text, CKPT_TEMP_ATTEMPTS);
+                       job->fn, show_path(job->path).text, CKPT_TEMP_ATTEMPTS);
 }
 
 /* The temporary file is private to mkstemp (0600); give the checkpoint the permissions
@@ -748,61 +909,6 @@ static void set_permissions(const save_job *job)
     mode_t mode = 0644;
     if (stat(job->path, &old) == 0 && S_ISREG(old.st_mode)) mode = old.st_mode & 0777;
     (void)fchmod(job->fd, mode);
-}
-
-/* Streams one buffer from the backend into the writer, chunk by chunk. */
-static gpurnn_status save_section(const gpurnn_model *m, const ckpt_header *h,
-                                  const ckpt_section *s, ckpt_writer *w, double *values,
-                                  const char *path)
-{
-    size_t eb = h->element_bytes;
-    for (uint64_t off = 0; off < s->count;) {
-        size_t n =
-            s->count - off < CKPT_CHUNK_VALUES ? (size_t)(s->count - off) : CKPT_CHUNK_VALUES;
-        gpurnn_status st = m->ops->read(m->ctx, s->buffer, (size_t)off, n, values);
-        if (st != GPURNN_OK) return gpurnn_fail_context(st, save_fn);
-        /* Refuse to write what load would reject, so the previous checkpoint survives. */
-        char why[200];
-        if (!check_values(h, s, off, values, n, why, sizeof why))
-            return gpurnn_fail(GPURNN_ERR_NUMERIC, "%s: cannot save '%s': %s", save_fn,
-                               show_path(path).text, why);
-        unsigned char *p = writer_reserve(w, n * eb);
-        if (!p) return fail_errno(save_fn, "write checkpoint", path, w->err);
-        if (eb == 4)
-            for (size_t i = 0; i < n; i++) store_f32(p + 4 * i, (float)values[i]);
-        else
-            for (size_t i = 0; i < n; i++) store_f64(p + 8 * i, values[i]);
-        off += n;
-    }
-    return GPURNN_OK;
-}
-
-/* Header, payload and checksum into the open temporary file. */
-static gpurnn_status save_contents(const gpurnn_model *m, const save_job *job,
-                                   ckpt_scratch *scratch)
-{
-    ckpt_header h;
-    header_from_model(m, &h);
-    if (h.file_size == 0)
-        return gpurnn_fail(GPURNN_ERR_INVALID_STATE, "%s: the model's size does not fit a file",
-                           save_fn);
-    ckpt_writer w = {.fd = job->fd, .buf = scratch->bytes, .cap = sizeof scratch->bytes};
-    unsigned char *p = writer_reserve(&w, CKPT_HEADER_BYTES);
-    if (!p) return fail_errno(save_fn, "write checkpoint", job->path, w.err);
-    header_encode(&h, p);
-
-    ckpt_section sections[4];
-    int count = payload_sections(&h, sections);
-    for (int i = 0; i < count; i++) {
-        gpurnn_status s = save_section(m, &h, &sections[i], &w, scratch->values, job->path);
-        if (s != GPURNN_OK) return s;
-    }
-    if (!writer_flush(&w)) return fail_errno(save_fn, "write checkpoint", job->path, w.err);
-    unsigned char trailer[CKPT_TRAILER_BYTES];
-    store_u64(trailer, w.crc);
-    if (!write_all(job->fd, trailer, sizeof trailer, &w.err))
-        return fail_errno(save_fn, "write checkpoint", job->path, w.err);
-    return GPURNN_OK;
 }
 
 static int fsync_retrying(int fd)
@@ -817,9 +923,9 @@ static int fsync_retrying(int fd)
  * lock that protects the temporary name) is kept until after the rename. */
 static gpurnn_status save_commit(save_job *job)
 {
-    if (fsync_retrying(job->fd) != 0) return fail_errno(save_fn, "sync to disk", job->path, errno);
+    if (fsync_retrying(job->fd) != 0) return fail_errno(job->fn, "sync to disk", job->path, errno);
     if (rename(job->tmp, job->path) != 0)
-        return fail_errno(save_fn, "rename the temporary file over", job->path, errno);
+        return fail_errno(job->fn, "rename the temporary file over", job->path, errno);
     job->renamed = 1;
 
     /* The rename is durable only once the directory is synced. Some file systems do not
@@ -840,29 +946,22 @@ static gpurnn_status save_commit(save_job *job)
         return gpurnn_fail(GPURNN_ERR_IO,
                            "%s: the checkpoint '%s' was written, but syncing its directory '%s' "
                            "failed: %s",
-                           save_fn, show_path(job->path).text, show_path(job->dir).text,
+                           job->fn, show_path(job->path).text, show_path(job->dir).text,
                            describe_errno(err).text);
     return GPURNN_OK;
 }
 
-gpurnn_status gpurnn_model_save(const gpurnn_model *m, const char *path)
+static gpurnn_status save_to_path(const char *fn, const gpurnn_model *m, const void *user_data,
+                                  size_t user_data_size, const char *path)
 {
-    if (!m) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: model is NULL", save_fn);
-    if (!path) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: path is NULL", save_fn);
-    if (!path[0]) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: path is empty", save_fn);
-    /* Refuse before touching any file what the loader would refuse. */
-    if (m->cfg.max_seq_len > CKPT_MAX_SEQ_LEN)
-        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
-                           "%s: cannot save '%s': max_seq_len = %d is larger than the checkpoint "
-                           "format's limit %d",
-                           save_fn, show_path(path).text, m->cfg.max_seq_len, CKPT_MAX_SEQ_LEN);
+    ckpt_header h;
+    gpurnn_status s = save_prepare(fn, m, user_data, user_data_size, &h);
+    if (s != GPURNN_OK) return s;
+    if (!path) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: path is NULL", fn);
+    if (!path[0]) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: path is empty", fn);
 
-    save_job job = {.path = path, .fd = -1};
-    ckpt_scratch *scratch = gpurnn_malloc(sizeof *scratch);
-    gpurnn_status s = scratch
-                          ? GPURNN_OK
-                          : gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes",
-                                        save_fn, sizeof *scratch);
+    save_job job = {.fn = fn, .path = path, .fd = -1};
+    ckpt_scratch *scratch = scratch_new(fn, &s);
     if (s == GPURNN_OK) s = split_path(&job);
     if (s == GPURNN_OK) {
         remove_stale_temporaries(&job);
@@ -870,7 +969,9 @@ gpurnn_status gpurnn_model_save(const gpurnn_model *m, const char *path)
     }
     if (s == GPURNN_OK) {
         set_permissions(&job);
-        s = save_contents(m, &job, scratch);
+        ckpt_writer w = {.kind = SINK_FILE, .fd = job.fd, .buf = scratch->bytes,
+                         .cap = sizeof scratch->bytes};
+        s = save_contents(m, &h, user_data, &w, scratch, fn, path);
     }
     if (s == GPURNN_OK) s = save_commit(&job);
     if (job.fd >= 0) {
@@ -884,20 +985,85 @@ gpurnn_status gpurnn_model_save(const gpurnn_model *m, const char *path)
     return s;
 }
 
+gpurnn_status gpurnn_model_save(const gpurnn_model *m, const char *path)
+{
+    return save_to_path("gpurnn_model_save", m, NULL, 0, path);
+}
+
+gpurnn_status gpurnn_model_save_with_user_data(const gpurnn_model *m, const void *user_data,
+                                               size_t user_data_size, const char *path)
+{
+    return save_to_path("gpurnn_model_save_with_user_data", m, user_data, user_data_size, path);
+}
+
+/* ---- saving to memory ----------------------------------------------------------------------- */
+
+gpurnn_status gpurnn_model_save_size(const gpurnn_model *m, size_t user_data_size, size_t *size)
+{
+    const char *fn = "gpurnn_model_save_size";
+    if (!size) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: size is NULL", fn);
+    /* The size does not depend on the bytes, only on their count: any non-NULL pointer
+     * passes save_prepare's check. */
+    ckpt_header h;
+    gpurnn_status s = save_prepare(fn, m, fn, user_data_size, &h);
+    if (s != GPURNN_OK) return s;
+    if (h.file_size > SIZE_MAX)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "%s: the checkpoint has %" PRIu64 " bytes, more than a size_t holds", fn,
+                           h.file_size);
+    *size = (size_t)h.file_size;
+    return GPURNN_OK;
+}
+
+gpurnn_status gpurnn_model_save_to_memory(const gpurnn_model *m, const void *user_data,
+                                          size_t user_data_size, void *buffer, size_t buffer_size,
+                                          size_t *written)
+{
+    const char *fn = "gpurnn_model_save_to_memory";
+    ckpt_header h;
+    gpurnn_status s = save_prepare(fn, m, user_data, user_data_size, &h);
+    if (s != GPURNN_OK) return s;
+    if (!buffer) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: buffer is NULL", fn);
+    if (h.file_size > (uint64_t)buffer_size)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "%s: buffer_size = %zu, but the checkpoint needs %" PRIu64
+                           " bytes (gpurnn_model_save_size)",
+                           fn, buffer_size, h.file_size);
+
+    ckpt_scratch *scratch = scratch_new(fn, &s);
+    if (s == GPURNN_OK) {
+        /* A dry run first: every value is checked before the first byte lands in the
+         * caller's buffer, so a refused save leaves it as it was. */
+        ckpt_writer dry = {.kind = SINK_DISCARD, .buf = scratch->bytes, .cap = sizeof scratch->bytes};
+        s = save_contents(m, &h, user_data, &dry, scratch, fn, memory_name);
+    }
+    if (s == GPURNN_OK) {
+        ckpt_writer w = {.kind = SINK_MEMORY, .mem = buffer, .mem_cap = buffer_size,
+                         .buf = scratch->bytes, .cap = sizeof scratch->bytes};
+        s = save_contents(m, &h, user_data, &w, scratch, fn, memory_name);
+        if (s == GPURNN_OK && written) *written = w.mem_len;
+    }
+    gpurnn_free(scratch);
+    return s;
+}
+
 /* ---- loading ------------------------------------------------------------------------- */
 
 typedef struct load_job {
-    const char *path;
+    const char *fn;
+    const char *path; /* or memory_name */
     ckpt_reader reader;
     ckpt_scratch *scratch;
     ckpt_header header;
     unsigned char header_bytes[CKPT_HEADER_BYTES];
     uint64_t stored_crc;
+    unsigned char *user_data; /* filled by the second pass; NULL when there is none */
     char problem[256]; /* the first bad value seen, reported once the checksum is known good */
 } load_job;
 
-/* Reads the payload sections and the trailer. With m == NULL only checks the values;
- * otherwise also writes them into the model. Leaves the stored checksum in *stored. */
+/* Reads the payload sections, the user data and the trailer. With m == NULL only checks
+ * the values; otherwise also writes them into the model (and the user data into
+ * job->user_data). Leaves the stored checksum in *stored. */
 static gpurnn_status read_payload(load_job *job, gpurnn_model *m, uint64_t *stored)
 {
     const ckpt_header *h = &job->header;
@@ -905,12 +1071,12 @@ static gpurnn_status read_payload(load_job *job, gpurnn_model *m, uint64_t *stor
     double *values = job->scratch->values;
     ckpt_section sections[4];
     int count = payload_sections(h, sections);
+    const unsigned char *p;
     for (int k = 0; k < count; k++) {
         const ckpt_section *s = &sections[k];
         for (uint64_t off = 0; off < s->count;) {
             size_t n =
                 s->count - off < CKPT_CHUNK_VALUES ? (size_t)(s->count - off) : CKPT_CHUNK_VALUES;
-            const unsigned char *p;
             gpurnn_status st = reader_take(&job->reader, n * eb, &p);
             if (st != GPURNN_OK) return st;
             if (eb == 4)
@@ -921,12 +1087,19 @@ static gpurnn_status read_payload(load_job *job, gpurnn_model *m, uint64_t *stor
                 (void)check_values(h, s, off, values, n, job->problem, sizeof job->problem);
             if (m) {
                 st = m->ops->write(m->ctx, s->buffer, (size_t)off, n, values);
-                if (st != GPURNN_OK) return gpurnn_fail_context(st, load_fn);
+                if (st != GPURNN_OK) return gpurnn_fail_context(st, job->fn);
             }
             off += n;
         }
     }
-    const unsigned char *p;
+    for (uint64_t off = 0; off < h->user_data_bytes;) {
+        size_t cap = job->reader.cap;
+        size_t n = h->user_data_bytes - off < cap ? (size_t)(h->user_data_bytes - off) : cap;
+        gpurnn_status st = reader_take(&job->reader, n, &p);
+        if (st != GPURNN_OK) return st;
+        if (job->user_data) memcpy(job->user_data + off, p, n);
+        off += n;
+    }
     gpurnn_status st = reader_take(&job->reader, CKPT_TRAILER_BYTES, &p);
     if (st != GPURNN_OK) return st;
     *stored = load_u64(p);
@@ -949,20 +1122,45 @@ static gpurnn_status read_raw(load_job *job, uint64_t *stored)
     return GPURNN_OK;
 }
 
+/* Reads the header's bytes into job->header_bytes: the magic and version first, since
+ * the version says how long the header is. Returns how many bytes there were. */
+static gpurnn_status read_header_bytes(load_job *job, size_t *got)
+{
+    ckpt_reader *r = &job->reader;
+    const unsigned char *p;
+    size_t first = r->size < OFF_VERSION + 4 ? (size_t)r->size : OFF_VERSION + 4;
+    if (first > 0) {
+        gpurnn_status st = reader_take(r, first, &p);
+        if (st != GPURNN_OK) return st;
+        memcpy(job->header_bytes, p, first);
+    }
+    size_t total = first;
+    if (first == OFF_VERSION + 4) {
+        /* An unknown version is refused by header_read; read no further for it. */
+        uint32_t version = load_u32(job->header_bytes + OFF_VERSION);
+        size_t want = version >= 1 && version <= CKPT_VERSION ? header_bytes_of(version) : first;
+        if (want > r->size) want = (size_t)r->size;
+        if (want > first) {
+            gpurnn_status st = reader_take(r, want - first, &p);
+            if (st != GPURNN_OK) return st;
+            memcpy(job->header_bytes + first, p, want - first);
+            total = want;
+        }
+    }
+    *got = total;
+    return GPURNN_OK;
+}
+
 /* First pass: header, exact size, checksum and values, all before any allocation the
  * file could influence. Damage is reported as such (checksum mismatch) before any
  * complaint about a field or value, which a checksum-valid file alone can earn. */
 static gpurnn_status load_verify(load_job *job)
 {
     ckpt_reader *r = &job->reader;
-    size_t head = r->size < CKPT_HEADER_BYTES ? (size_t)r->size : CKPT_HEADER_BYTES;
-    const unsigned char *p;
-    if (head > 0) {
-        gpurnn_status st = reader_take(r, head, &p);
-        if (st != GPURNN_OK) return st;
-        memcpy(job->header_bytes, p, head);
-    }
-    gpurnn_status st = header_read(job->path, job->header_bytes, head, r->size, &job->header);
+    size_t head = 0;
+    gpurnn_status st = read_header_bytes(job, &head);
+    if (st != GPURNN_OK) return st;
+    st = header_read(job->fn, job->path, job->header_bytes, head, r->size, &job->header);
     if (st != GPURNN_OK) return st;
 
     char header_problem[256];
@@ -970,18 +1168,20 @@ static gpurnn_status load_verify(load_job *job)
     st = header_ok ? read_payload(job, NULL, &job->stored_crc) : read_raw(job, &job->stored_crc);
     if (st != GPURNN_OK) return st;
     if (job->stored_crc != r->crc)
-        return fail_file(GPURNN_ERR_FORMAT, load_fn, job->path,
+        return fail_file(GPURNN_ERR_FORMAT, job->fn, job->path,
                          "checksum mismatch: stored 0x%016" PRIX64 ", computed 0x%016" PRIX64
                          " (the file is damaged)",
                          job->stored_crc, r->crc);
-    if (!header_ok) return fail_file(GPURNN_ERR_FORMAT, load_fn, job->path, "%s", header_problem);
+    if (!header_ok) return fail_file(GPURNN_ERR_FORMAT, job->fn, job->path, "%s", header_problem);
     if (job->problem[0])
-        return fail_file(GPURNN_ERR_FORMAT, load_fn, job->path, "%s", job->problem);
+        return fail_file(GPURNN_ERR_FORMAT, job->fn, job->path, "%s", job->problem);
     return reader_expect_end(r);
 }
 
-/* Creates an empty model for the file's configuration on the caller's backend. */
-static gpurnn_status load_create(load_job *job, gpurnn_backend backend, gpurnn_model **out)
+/* Creates an empty model for the file's configuration on the caller's backend, and the
+ * buffer for its user data when the caller wants it. */
+static gpurnn_status load_create(load_job *job, gpurnn_backend backend, int want_user_data,
+                                 gpurnn_model **out)
 {
     const ckpt_header *h = &job->header;
     gpurnn_config cfg;
@@ -999,18 +1199,29 @@ static gpurnn_status load_create(load_job *job, gpurnn_backend backend, gpurnn_m
     /* The caller's arguments are already checked, so a configuration the library
      * refuses is a fault of the file. */
     char context[300];
-    snprintf(context, sizeof context, "%s: checkpoint '%s': its configuration is invalid", load_fn,
-             show_path(job->path).text);
+    if (job->path == memory_name)
+        snprintf(context, sizeof context, "%s: checkpoint in memory: its configuration is invalid",
+                 job->fn);
+    else
+        snprintf(context, sizeof context, "%s: checkpoint '%s': its configuration is invalid",
+                 job->fn, show_path(job->path).text);
     gpurnn_config resolved;
     gpurnn_status s = gpurnn_config_resolve(&cfg, &resolved);
     if (s == GPURNN_ERR_INVALID_ARGUMENT) return gpurnn_fail_context(GPURNN_ERR_FORMAT, context);
-    if (s != GPURNN_OK) return gpurnn_fail_context(s, load_fn);
+    if (s != GPURNN_OK) return gpurnn_fail_context(s, job->fn);
+    if (want_user_data && h->user_data_bytes > 0) {
+        job->user_data = gpurnn_malloc((size_t)h->user_data_bytes);
+        if (!job->user_data)
+            return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY,
+                               "%s: cannot allocate %" PRIu64 " bytes for the user data", job->fn,
+                               h->user_data_bytes);
+    }
     gpurnn_model *m = NULL;
     s = gpurnn_model_create_empty(&resolved, &m);
     if (s == GPURNN_ERR_INVALID_ARGUMENT) return gpurnn_fail_context(GPURNN_ERR_FORMAT, context);
-    if (s != GPURNN_OK) return gpurnn_fail_context(s, load_fn);
+    if (s != GPURNN_OK) return gpurnn_fail_context(s, job->fn);
     if (m->param_count != h->param_count || m->state_count != h->state_count) {
-        s = fail_file(GPURNN_ERR_FORMAT, load_fn, job->path,
+        s = fail_file(GPURNN_ERR_FORMAT, job->fn, job->path,
                       "the model built from it has %zu parameters and %zu state values, the file "
                       "%" PRIu64 " and %" PRIu64,
                       m->param_count, m->state_count, h->param_count, h->state_count);
@@ -1026,58 +1237,102 @@ static gpurnn_status load_create(load_job *job, gpurnn_backend backend, gpurnn_m
 static gpurnn_status load_fill(load_job *job, gpurnn_model *m)
 {
     ckpt_reader *r = &job->reader;
-    if (lseek(r->fd, 0, SEEK_SET) != 0) return fail_errno(load_fn, "seek in", job->path, errno);
+    if (r->fd >= 0 && lseek(r->fd, 0, SEEK_SET) != 0)
+        return fail_errno(job->fn, "seek in", job->path, errno);
     reader_rewind(r);
     job->problem[0] = '\0';
     const unsigned char *p;
-    gpurnn_status st = reader_take(r, CKPT_HEADER_BYTES, &p);
+    size_t hb = job->header.header_bytes;
+    gpurnn_status st = reader_take(r, hb, &p);
     if (st != GPURNN_OK) return st;
     uint64_t stored = 0;
-    if (memcmp(p, job->header_bytes, CKPT_HEADER_BYTES) == 0) st = read_payload(job, m, &stored);
+    if (memcmp(p, job->header_bytes, hb) == 0) st = read_payload(job, m, &stored);
     if (st != GPURNN_OK) return st;
     if (stored != job->stored_crc || r->crc != job->stored_crc || job->problem[0])
-        return fail_file(GPURNN_ERR_FORMAT, load_fn, job->path,
+        return fail_file(GPURNN_ERR_FORMAT, job->fn, job->path,
                          "the file changed while it was being loaded");
     return reader_expect_end(r);
 }
 
-gpurnn_status gpurnn_model_load(const char *path, gpurnn_backend backend, gpurnn_model **out)
+static gpurnn_status check_load_outputs(const char *fn, gpurnn_backend backend, void **user_data,
+                                        size_t *user_data_size, gpurnn_model **out)
 {
-    if (!path) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: path is NULL", load_fn);
-    if (!out) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: out is NULL", load_fn);
-    if (!path[0]) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: path is empty", load_fn);
+    if (!out) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: out is NULL", fn);
+    if (!user_data != !user_data_size)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "%s: %s is NULL but %s is not (give both, or neither to ignore the "
+                           "user data)",
+                           fn, user_data ? "user_data_size" : "user_data",
+                           user_data ? "user_data" : "user_data_size");
     if (backend != GPURNN_BACKEND_AUTO && backend != GPURNN_BACKEND_CPU &&
         backend != GPURNN_BACKEND_CUDA)
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
-                           "%s: backend = %d is not GPURNN_BACKEND_AUTO, _CPU or _CUDA", load_fn,
+                           "%s: backend = %d is not GPURNN_BACKEND_AUTO, _CPU or _CUDA", fn,
                            (int)backend);
+    return GPURNN_OK;
+}
+
+/* Both passes over the reader's source; sets the outputs only on success. */
+static gpurnn_status load_run(load_job *job, gpurnn_backend backend, void **user_data,
+                              size_t *user_data_size, gpurnn_model **out)
+{
+    gpurnn_model *m = NULL;
+    gpurnn_status s = load_verify(job);
+    if (s == GPURNN_OK) s = load_create(job, backend, user_data != NULL, &m);
+    if (s == GPURNN_OK) s = load_fill(job, m);
+    if (s != GPURNN_OK) {
+        gpurnn_model_destroy(m);
+        gpurnn_free(job->user_data);
+        job->user_data = NULL;
+        return s;
+    }
+    m->optimizer_started = (int)job->header.optimizer_started;
+    m->optimizer_kind = (gpurnn_optimizer_kind)job->header.optimizer_kind;
+    m->optimizer_steps = (long long)job->header.optimizer_steps;
+    m->forward_valid = 0;
+    if (user_data) {
+        *user_data = job->user_data;
+        *user_data_size = (size_t)job->header.user_data_bytes;
+    }
+    *out = m;
+    return GPURNN_OK;
+}
+
+static gpurnn_status load_from_path(const char *fn, const char *path, gpurnn_backend backend,
+                                    void **user_data, size_t *user_data_size, gpurnn_model **out)
+{
+    if (!path) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: path is NULL", fn);
+    gpurnn_status s = check_load_outputs(fn, backend, user_data, user_data_size, out);
+    if (s != GPURNN_OK) return s;
+    if (!path[0]) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: path is empty", fn);
 
     /* O_NONBLOCK so that a FIFO named as a checkpoint is refused, not waited on. */
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) return fail_errno(load_fn, "open", path, errno);
+    if (fd < 0) return fail_errno(fn, "open", path, errno);
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int err = errno;
         close(fd);
-        return fail_errno(load_fn, "examine", path, err);
+        return fail_errno(fn, "examine", path, err);
     }
     if (!S_ISREG(st.st_mode) || st.st_size < 0) {
         close(fd);
-        return gpurnn_fail(GPURNN_ERR_IO, "%s: cannot load '%s': %s", load_fn, show_path(path).text,
+        return gpurnn_fail(GPURNN_ERR_IO, "%s: cannot load '%s': %s", fn, show_path(path).text,
                            S_ISDIR(st.st_mode) ? "it is a directory" : "it is not a regular file");
     }
 
     load_job job;
     memset(&job, 0, sizeof job);
+    job.fn = fn;
     job.path = path;
-    job.scratch = gpurnn_malloc(sizeof *job.scratch);
+    job.scratch = scratch_new(fn, &s);
     if (!job.scratch) {
         close(fd);
-        return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes", load_fn,
-                           sizeof *job.scratch);
+        return s;
     }
     uint64_t size = (uint64_t)st.st_size;
     job.reader = (ckpt_reader){
+        .fn = fn,
         .fd = fd,
         .path = path,
         .size = size,
@@ -1085,21 +1340,55 @@ gpurnn_status gpurnn_model_load(const char *path, gpurnn_backend backend, gpurnn
         .buf = job.scratch->bytes,
         .cap = sizeof job.scratch->bytes,
     };
-
-    gpurnn_model *m = NULL;
-    gpurnn_status s = load_verify(&job);
-    if (s == GPURNN_OK) s = load_create(&job, backend, &m);
-    if (s == GPURNN_OK) s = load_fill(&job, m);
-    if (s == GPURNN_OK) {
-        m->optimizer_started = (int)job.header.optimizer_started;
-        m->optimizer_kind = (gpurnn_optimizer_kind)job.header.optimizer_kind;
-        m->optimizer_steps = (long long)job.header.optimizer_steps;
-        m->forward_valid = 0;
-        *out = m;
-    } else {
-        gpurnn_model_destroy(m);
-    }
+    s = load_run(&job, backend, user_data, user_data_size, out);
     close(fd);
     gpurnn_free(job.scratch);
     return s;
 }
+
+gpurnn_status gpurnn_model_load(const char *path, gpurnn_backend backend, gpurnn_model **out)
+{
+    return load_from_path("gpurnn_model_load", path, backend, NULL, NULL, out);
+}
+
+gpurnn_status gpurnn_model_load_with_user_data(const char *path, gpurnn_backend backend,
+                                               void **user_data, size_t *user_data_size,
+                                               gpurnn_model **out)
+{
+    return load_from_path("gpurnn_model_load_with_user_data", path, backend, user_data,
+                          user_data_size, out);
+}
+
+gpurnn_status gpurnn_model_load_from_memory(const void *data, size_t size, gpurnn_backend backend,
+                                            void **user_data, size_t *user_data_size,
+                                            gpurnn_model **out)
+{
+    const char *fn = "gpurnn_model_load_from_memory";
+    /* An empty buffer (NULL, 0) is an empty checkpoint: a format error, as an empty file is. */
+    if (!data && size > 0)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: data is NULL, but size is %zu", fn, size);
+    gpurnn_status s = check_load_outputs(fn, backend, user_data, user_data_size, out);
+    if (s != GPURNN_OK) return s;
+
+    load_job job;
+    memset(&job, 0, sizeof job);
+    job.fn = fn;
+    job.path = memory_name;
+    job.scratch = scratch_new(fn, &s);
+    if (!job.scratch) return s;
+    job.reader = (ckpt_reader){
+        .fn = fn,
+        .fd = -1,
+        .mem = data,
+        .path = memory_name,
+        .size = (uint64_t)size,
+        .crc_end = size >= CKPT_TRAILER_BYTES ? (uint64_t)size - CKPT_TRAILER_BYTES : 0,
+        .buf = job.scratch->bytes,
+        .cap = sizeof job.scratch->bytes,
+    };
+    s = load_run(&job, backend, user_data, user_data_size, out);
+    gpurnn_free(job.scratch);
+    return s;
+}
+
+void gpurnn_user_data_free(void *user_data) { gpurnn_free(user_data); }

@@ -76,6 +76,12 @@ gpurnn_status gpurnn_config_resolve(const gpurnn_config *in, gpurnn_config *out)
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "batch_size = %d must be >= 1", c.batch_size);
     if (c.max_seq_len < 1)
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "max_seq_len = %d must be >= 1", c.max_seq_len);
+    /* Checked here rather than at save, so that a model that trained can always be saved. */
+    if (c.max_seq_len > GPURNN_MAX_SEQ_LEN)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "max_seq_len = %d is above GPURNN_MAX_SEQ_LEN = %d, the largest a "
+                           "checkpoint can hold",
+                           c.max_seq_len, GPURNN_MAX_SEQ_LEN);
     if (c.dtype != GPURNN_F32 && c.dtype != GPURNN_F64)
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
                            "dtype = %d is not GPURNN_F32 (0) or GPURNN_F64 (1)", (int)c.dtype);

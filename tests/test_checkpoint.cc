@@ -104,7 +104,7 @@ enum {
     OFF_VERSION = 8, OFF_DTYPE = 12, OFF_ELEMENT_BYTES = 16, OFF_V = 20, OFF_H = 24, OFF_B = 28, OFF_MAXT = 32,
     OFF_RED = 36, OFF_SEED = 40, OFF_INIT_SCALE = 48, OFF_OPT_STARTED = 56, OFF_OPT_KIND = 60, OFF_OPT_STEPS = 64,
     OFF_OPT_SLOTS = 72, OFF_RESERVED = 76, OFF_PARAM_COUNT = 80, OFF_STATE_COUNT = 88, OFF_FILE_SIZE = 96,
-    HEADER = 104
+    OFF_USER_DATA_BYTES = 104, HEADER = 112, V1_HEADER = 104
 };
 
 gpurnn_optimizer opt_of(gpurnn_optimizer_kind kind)
@@ -304,7 +304,7 @@ TEST_P(CheckpointTest, FileFollowsTheDocumentedLayout)
             ASSERT_EQ(b.size(), HEADER + e * (P * (1 + slots) + S) + 8);
             const unsigned char magic[8] = {0x89, 'G', 'P', 'U', 'R', 'N', 'N', '\n'};
             EXPECT_EQ(std::memcmp(b.data(), magic, 8), 0);
-            EXPECT_EQ(get_u32(b, OFF_VERSION), 1u);
+            EXPECT_EQ(get_u32(b, OFF_VERSION), 2u);
             EXPECT_EQ(get_u32(b, OFF_DTYPE), dt == GPURNN_F64 ? 1u : 0u);
             EXPECT_EQ(get_u32(b, OFF_ELEMENT_BYTES), e);
             EXPECT_EQ(get_u32(b, OFF_V), (uint32_t)V);
@@ -322,6 +322,7 @@ TEST_P(CheckpointTest, FileFollowsTheDocumentedLayout)
             EXPECT_EQ(get_u64(b, OFF_PARAM_COUNT), P);
             EXPECT_EQ(get_u64(b, OFF_STATE_COUNT), S);
             EXPECT_EQ(get_u64(b, OFF_FILE_SIZE), b.size());
+            EXPECT_EQ(get_u64(b, OFF_USER_DATA_BYTES), 0u);
             EXPECT_EQ(get_u64(b, b.size() - 8), crc64_xz(b.data(), b.size() - 8));
             std::vector<double> params(P), state(S);
             for (size_t i = 0; i < P; ++i)
@@ -441,7 +442,7 @@ TEST_P(CheckpointTest, BadHeaderFieldsBehindAValidChecksum)
     const Edit edits[] = {
         {"wrong magic", [](std::vector<unsigned char> &b) { std::memcpy(b.data(), "NOTRNN\n\0", 8); }, "magic"},
         {"text-mode damaged magic", [](std::vector<unsigned char> &b) { b[0] = 0x09; }, "magic"},
-        {"version 2", [](std::vector<unsigned char> &b) { put_u32(b, OFF_VERSION, 2); }, "version"},
+        {"version 3", [](std::vector<unsigned char> &b) { put_u32(b, OFF_VERSION, 3); }, "version"},
         {"version 0", [](std::vector<unsigned char> &b) { put_u32(b, OFF_VERSION, 0); }, "version"},
         {"version 0xffffffff", [](std::vector<unsigned char> &b) { put_u32(b, OFF_VERSION, 0xffffffffu); }, "version"},
         {"dtype 2", [](std::vector<unsigned char> &b) { put_u32(b, OFF_DTYPE, 2); }, ""},
@@ -486,7 +487,7 @@ TEST_P(CheckpointTest, BadHeaderFieldsBehindAValidChecksum)
              put_u32(b, OFF_H, (uint32_t)h);
              put_u64(b, OFF_PARAM_COUNT, P);
              put_u64(b, OFF_STATE_COUNT, S);
-             put_u64(b, OFF_FILE_SIZE, 104 + 8 * (P * 3 + S) + 8);
+             put_u64(b, OFF_FILE_SIZE, HEADER + 8 * (P * 3 + S) + 8);
          },
          ""},
         {"B = 2^31-1 with consistent counts and file_size",
@@ -494,7 +495,7 @@ TEST_P(CheckpointTest, BadHeaderFieldsBehindAValidChecksum)
              const uint64_t P = get_u64(b, OFF_PARAM_COUNT), S = big * get_u32(b, OFF_H);
              put_u32(b, OFF_B, (uint32_t)big);
              put_u64(b, OFF_STATE_COUNT, S);
-             put_u64(b, OFF_FILE_SIZE, 104 + 8 * (P * 3 + S) + 8);
+             put_u64(b, OFF_FILE_SIZE, HEADER + 8 * (P * 3 + S) + 8);
          },
          ""},
         {"a NaN parameter", [](std::vector<unsigned char> &b) { put_value(b, HEADER + 8 * 3, NAN, 8); }, ""},
@@ -580,19 +581,28 @@ TEST_P(CheckpointTest, IoErrors)
     }
 }
 
-TEST_P(CheckpointTest, SaveRefusesMaxSeqLenBeyondTheFormatsLimit)
+TEST_P(CheckpointTest, LimitsOfSaveAreCheckedAtCreation)
 {
-    /* What the loader refuses (max_seq_len > 2^24), save refuses before touching a file. */
-    TempDir dir;
-    gpurnn_config cfg = make_config(backend(), GPURNN_F32, 1, 1, 1, (1 << 24) + 1);
-    ModelPtr m = create_model(cfg);
-    ASSERT_TRUE(m);
-    const std::string path = dir.file("long.ckpt");
-    const gpurnn_status st = gpurnn_model_save(m.get(), path.c_str());
+    /* What a checkpoint cannot hold (max_seq_len > GPURNN_MAX_SEQ_LEN = 2^24) is refused by
+     * create, naming the value and the limit; a model at the limit saves and loads. */
+    ASSERT_EQ(GPURNN_MAX_SEQ_LEN, 1 << 24);
+    gpurnn_model *out = kSentinel;
+    const gpurnn_config over = make_config(backend(), GPURNN_F32, 1, 1, 1, GPURNN_MAX_SEQ_LEN + 1);
+    const gpurnn_status st = gpurnn_model_create(&over, &out);
     const std::string msg = gpurnn_last_error();
     EXPECT_EQ(st, GPURNN_ERR_INVALID_ARGUMENT) << gpurnn_status_string(st) << ": " << msg;
-    EXPECT_NE(msg.find("max_seq_len"), std::string::npos) << msg;
-    EXPECT_TRUE(dir.list().empty()) << "a refused save left a file behind";
+    EXPECT_NE(msg.find("max_seq_len = 16777217"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("16777216"), std::string::npos) << "the message should give the limit: " << msg;
+    EXPECT_EQ(out, kSentinel);
+
+    TempDir dir;
+    ModelPtr m = create_model(make_config(backend(), GPURNN_F32, 1, 1, 1, GPURNN_MAX_SEQ_LEN));
+    ASSERT_TRUE(m);
+    const std::string path = dir.file("long.ckpt");
+    ASSERT_EQ(gpurnn_model_save(m.get(), path.c_str()), GPURNN_OK) << gpurnn_last_error();
+    ModelPtr l = load(path, backend());
+    ASSERT_TRUE(l);
+    EXPECT_EQ(get_config(l.get()).max_seq_len, GPURNN_MAX_SEQ_LEN);
 }
 
 TEST_P(CheckpointTest, FailedSaveLeavesTheExistingFileIntact)
@@ -660,6 +670,344 @@ TEST_P(CheckpointTest, SaveReplacesAtomically)
     ASSERT_EQ(lstat(link.c_str(), &st), 0);
     EXPECT_TRUE(S_ISREG(st.st_mode)) << "the link should have been replaced by a regular file";
     EXPECT_EQ(read_file(target), target_bytes) << "the link's target must not be written";
+}
+
+/* ---------- user data, memory buffers, version 1 ---------- */
+
+namespace {
+
+/* A blob with every byte value, of odd length: a stand-in for a vocabulary. */
+std::vector<unsigned char> sample_blob(size_t n = 301)
+{
+    std::vector<unsigned char> b(n);
+    for (size_t i = 0; i < n; ++i)
+        b[i] = (unsigned char)(i * 7 + 3);
+    return b;
+}
+
+/* Owns a blob returned by the library. */
+struct UserData {
+    void *data = nullptr;
+    size_t size = 0;
+    ~UserData() { gpurnn_user_data_free(data); }
+    std::vector<unsigned char> bytes() const
+    {
+        const unsigned char *p = static_cast<const unsigned char *>(data);
+        return std::vector<unsigned char>(p, p + size);
+    }
+};
+
+std::vector<unsigned char> save_to_memory(const gpurnn_model *m, const std::vector<unsigned char> &blob)
+{
+    size_t size = 0;
+    EXPECT_EQ(gpurnn_model_save_size(m, blob.size(), &size), GPURNN_OK) << gpurnn_last_error();
+    std::vector<unsigned char> buf(size, 0xA5);
+    size_t written = 0;
+    EXPECT_EQ(gpurnn_model_save_to_memory(m, blob.data(), blob.size(), buf.data(), buf.size(), &written), GPURNN_OK)
+        << gpurnn_last_error();
+    EXPECT_EQ(written, size);
+    return buf;
+}
+
+/* Loads bytes from memory expecting `want`; the outputs must stay untouched. */
+::testing::AssertionResult memory_load_fails(const std::vector<unsigned char> &bytes, gpurnn_backend backend,
+                                             gpurnn_status want)
+{
+    gpurnn_model *out = kSentinel;
+    void *const data_sentinel = reinterpret_cast<void *>(static_cast<uintptr_t>(0xda7a));
+    void *data = data_sentinel;
+    size_t size = 12345;
+    const gpurnn_status st = gpurnn_model_load_from_memory(bytes.data(), bytes.size(), backend, &data, &size, &out);
+    const std::string msg = gpurnn_last_error();
+    if (st == GPURNN_OK) {
+        gpurnn_model_destroy(out);
+        gpurnn_user_data_free(data);
+        return ::testing::AssertionFailure() << "loaded successfully, expected " << gpurnn_status_string(want);
+    }
+    if (st != want)
+        return ::testing::AssertionFailure() << "status " << gpurnn_status_string(st) << ": " << msg;
+    if (msg.empty())
+        return ::testing::AssertionFailure() << "empty gpurnn_last_error()";
+    if (out != kSentinel || data != data_sentinel || size != 12345)
+        return ::testing::AssertionFailure() << "an output was changed on failure";
+    return ::testing::AssertionSuccess() << msg;
+}
+
+}  // namespace
+
+TEST_P(CheckpointTest, UserDataRoundTripsAndMemoryEqualsFile)
+{
+    TempDir dir;
+    const std::vector<unsigned char> blob = sample_blob();
+    for (gpurnn_dtype dt : {GPURNN_F64, GPURNN_F32}) {
+        SCOPED_TRACE(dtype_name(dt));
+        RandomModel r = trained(dt, true, GPURNN_ADAM, 95);
+        ASSERT_TRUE(r.m);
+        const Snapshot orig = Snapshot::take(r.m.get());
+        const std::string path = dir.file("blob.ckpt");
+        ASSERT_EQ(gpurnn_model_save_with_user_data(r.m.get(), blob.data(), blob.size(), path.c_str()), GPURNN_OK)
+            << gpurnn_last_error();
+        const std::vector<unsigned char> file = read_file(path);
+        const std::vector<unsigned char> memory = save_to_memory(r.m.get(), blob);
+        EXPECT_EQ(memory, file) << "a memory save must hold the bytes of a file save";
+        EXPECT_TRUE(snapshots_equal(Snapshot::take(r.m.get()), orig)) << "save changed the model";
+
+        /* the documented layout: user_data_bytes in the header, the blob before the checksum */
+        const size_t e = dt == GPURNN_F64 ? 8 : 4, P = ref_param_count(V, H), S = B * H;
+        ASSERT_EQ(file.size(), HEADER + e * (P * 3 + S) + blob.size() + 8);
+        EXPECT_EQ(get_u64(file, OFF_USER_DATA_BYTES), blob.size());
+        EXPECT_EQ(get_u64(file, OFF_FILE_SIZE), file.size());
+        EXPECT_TRUE(std::equal(blob.begin(), blob.end(), file.end() - 8 - blob.size()));
+        EXPECT_EQ(get_u64(file, file.size() - 8), crc64_xz(file.data(), file.size() - 8));
+
+        /* back from the file and from memory: the same model and the same blob */
+        for (bool from_memory : {false, true}) {
+            SCOPED_TRACE(from_memory ? "from memory" : "from the file");
+            UserData u;
+            gpurnn_model *m = nullptr;
+            const gpurnn_status st =
+                from_memory ? gpurnn_model_load_from_memory(file.data(), file.size(), backend(), &u.data, &u.size, &m)
+                            : gpurnn_model_load_with_user_data(path.c_str(), backend(), &u.data, &u.size, &m);
+            ASSERT_EQ(st, GPURNN_OK) << gpurnn_last_error();
+            ModelPtr l(m);
+            EXPECT_EQ(u.bytes(), blob);
+            EXPECT_TRUE(bit_equal(get_params(l.get()), orig.params));
+            EXPECT_TRUE(bit_equal(get_state(l.get()), orig.state));
+            /* saved again with its blob, it gives the same bytes: optimizer state included */
+            EXPECT_EQ(save_to_memory(l.get(), u.bytes()), file);
+        }
+        /* the plain loader and a NULL pair ignore the blob */
+        ModelPtr plain = load(path, backend());
+        ASSERT_TRUE(plain);
+        EXPECT_TRUE(bit_equal(get_params(plain.get()), orig.params));
+        gpurnn_model *m = nullptr;
+        ASSERT_EQ(gpurnn_model_load_from_memory(file.data(), file.size(), backend(), nullptr, nullptr, &m), GPURNN_OK);
+        gpurnn_model_destroy(m);
+    }
+    /* no user data: size 0, NULL pointer; the plain save writes the same bytes */
+    RandomModel r = trained(GPURNN_F32, false, GPURNN_SGD, 96);
+    ASSERT_TRUE(r.m);
+    const std::string path = dir.file("empty.ckpt");
+    ASSERT_EQ(gpurnn_model_save(r.m.get(), path.c_str()), GPURNN_OK);
+    EXPECT_EQ(read_file(path), save_to_memory(r.m.get(), {}));
+    UserData u;
+    u.data = kSentinel;
+    u.size = 7;
+    gpurnn_model *m = nullptr;
+    ASSERT_EQ(gpurnn_model_load_with_user_data(path.c_str(), backend(), &u.data, &u.size, &m), GPURNN_OK);
+    gpurnn_model_destroy(m);
+    EXPECT_EQ(u.data, nullptr);
+    EXPECT_EQ(u.size, 0u);
+}
+
+TEST_P(CheckpointTest, UserDataArgumentsAreChecked)
+{
+    TempDir dir;
+    RandomModel r = trained(GPURNN_F64, true, GPURNN_SGD, 97);
+    ASSERT_TRUE(r.m);
+    const std::vector<unsigned char> blob = sample_blob(10);
+    const std::string path = dir.file("m.ckpt");
+    const Snapshot orig = Snapshot::take(r.m.get());
+    /* refused before anything is written: no file appears */
+    EXPECT_TRUE(failed_with(gpurnn_model_save_with_user_data(r.m.get(), nullptr, 5, path.c_str()),
+                            GPURNN_ERR_INVALID_ARGUMENT));
+    EXPECT_NE(std::string(gpurnn_last_error()).find("user_data"), std::string::npos) << gpurnn_last_error();
+    EXPECT_TRUE(failed_with(
+        gpurnn_model_save_with_user_data(r.m.get(), blob.data(), GPURNN_USER_DATA_MAX + 1, path.c_str()),
+        GPURNN_ERR_INVALID_ARGUMENT));
+    EXPECT_NE(std::string(gpurnn_last_error()).find(std::to_string(GPURNN_USER_DATA_MAX)), std::string::npos)
+        << "the message should give the limit: " << gpurnn_last_error();
+    EXPECT_TRUE(dir.list().empty()) << "a refused save left a file";
+    size_t size = 99;
+    EXPECT_TRUE(failed_with(gpurnn_model_save_size(r.m.get(), GPURNN_USER_DATA_MAX + 1, &size),
+                            GPURNN_ERR_INVALID_ARGUMENT));
+    EXPECT_TRUE(failed_with(gpurnn_model_save_size(nullptr, 0, &size), GPURNN_ERR_INVALID_ARGUMENT));
+    EXPECT_TRUE(failed_with(gpurnn_model_save_size(r.m.get(), 0, nullptr), GPURNN_ERR_INVALID_ARGUMENT));
+    EXPECT_EQ(size, 99u);
+
+    /* a buffer one byte too small: refused, naming the size needed, and left as it was */
+    ASSERT_EQ(gpurnn_model_save_size(r.m.get(), blob.size(), &size), GPURNN_OK);
+    std::vector<unsigned char> buf(size, 0x5A);
+    size_t written = 77;
+    EXPECT_TRUE(failed_with(
+        gpurnn_model_save_to_memory(r.m.get(), blob.data(), blob.size(), buf.data(), size - 1, &written),
+        GPURNN_ERR_INVALID_ARGUMENT));
+    EXPECT_NE(std::string(gpurnn_last_error()).find(std::to_string(size)), std::string::npos) << gpurnn_last_error();
+    EXPECT_EQ(buf, std::vector<unsigned char>(size, 0x5A));
+    EXPECT_EQ(written, 77u);
+    EXPECT_TRUE(failed_with(gpurnn_model_save_to_memory(r.m.get(), blob.data(), blob.size(), nullptr, size, &written),
+                            GPURNN_ERR_INVALID_ARGUMENT));
+    /* a larger buffer is fine; only the checkpoint's bytes are written */
+    std::vector<unsigned char> big(size + 16, 0x5A);
+    ASSERT_EQ(gpurnn_model_save_to_memory(r.m.get(), blob.data(), blob.size(), big.data(), big.size(), nullptr),
+              GPURNN_OK);
+    EXPECT_EQ(std::vector<unsigned char>(big.end() - 16, big.end()), std::vector<unsigned char>(16, 0x5A));
+    EXPECT_TRUE(snapshots_equal(Snapshot::take(r.m.get()), orig));
+
+    /* loading: half a user-data pair, NULL data, NULL out, a bad backend */
+    big.resize(size);
+    gpurnn_model *out = kSentinel;
+    void *data = kSentinel;
+    size_t n = 3;
+    EXPECT_TRUE(failed_with(gpurnn_model_load_from_memory(big.data(), size, backend(), &data, nullptr, &out),
+                            GPURNN_ERR_INVALID_ARGUMENT));
+    EXPECT_TRUE(failed_with(gpurnn_model_load_from_memory(big.data(), size, backend(), nullptr, &n, &out),
+                            GPURNN_ERR_INVALID_ARGUMENT));
+    EXPECT_TRUE(failed_with(gpurnn_model_load_from_memory(nullptr, size, backend(), &data, &n, &out),
+                            GPURNN_ERR_INVALID_ARGUMENT));
+    EXPECT_TRUE(failed_with(gpurnn_model_load_from_memory(big.data(), size, backend(), &data, &n, nullptr),
+                            GPURNN_ERR_INVALID_ARGUMENT));
+    EXPECT_TRUE(failed_with(gpurnn_model_load_from_memory(big.data(), size, (gpurnn_backend)7, &data, &n, &out),
+                            GPURNN_ERR_INVALID_ARGUMENT));
+    write_file(path, big);
+    EXPECT_TRUE(failed_with(gpurnn_model_load_with_user_data(path.c_str(), backend(), &data, nullptr, &out),
+                            GPURNN_ERR_INVALID_ARGUMENT));
+    EXPECT_EQ(out, kSentinel);
+    EXPECT_EQ(data, (void *)kSentinel);
+    EXPECT_EQ(n, 3u);
+    gpurnn_user_data_free(nullptr);
+}
+
+TEST_P(CheckpointTest, EveryDamagedByteOfAFileWithUserDataIsDetected)
+{
+    /* A small float32 model with Adam state and a blob: every byte flipped, every
+     * truncation and a byte too many, loaded from memory (the outputs stay untouched) and,
+     * for every byte flipped, from a file. */
+    TempDir dir;
+    RandomModel r = make_random_model(backend(), GPURNN_F32, 3, 2, 1, 3, GPURNN_LOSS_SUM, 98);
+    ASSERT_TRUE(r.m);
+    Rng rng(5);
+    std::vector<int32_t> in = random_tokens(3, 3, rng), tg = random_tokens(3, 3, rng);
+    double loss;
+    ASSERT_EQ(gpurnn_forward(r.m.get(), in.data(), tg.data(), 3, &loss), GPURNN_OK);
+    ASSERT_EQ(gpurnn_backward(r.m.get()), GPURNN_OK);
+    const gpurnn_optimizer adam = opt_of(GPURNN_ADAM);
+    ASSERT_EQ(gpurnn_step(r.m.get(), &adam), GPURNN_OK);
+    const std::vector<unsigned char> b = save_to_memory(r.m.get(), sample_blob(40));
+    ASSERT_GT(b.size(), (size_t)HEADER + 40);
+    const std::string path = dir.file("flip.ckpt");
+    for (size_t i = 0; i < b.size(); ++i) {
+        for (unsigned char mask : {0x01, 0x80, 0xff}) {
+            std::vector<unsigned char> d = b;
+            d[i] ^= mask;
+            ASSERT_TRUE(memory_load_fails(d, backend(), GPURNN_ERR_FORMAT))
+                << "byte " << i << " of " << b.size() << " xor 0x" << std::hex << (int)mask;
+            write_file(path, d);
+            void *data = kSentinel;
+            size_t n = 3;
+            gpurnn_model *out = kSentinel;
+            ASSERT_TRUE(failed_with(gpurnn_model_load_with_user_data(path.c_str(), backend(), &data, &n, &out),
+                                    GPURNN_ERR_FORMAT))
+                << "file, byte " << i << " xor 0x" << std::hex << (int)mask;
+            ASSERT_TRUE(out == kSentinel && data == (void *)kSentinel && n == 3) << "an output changed";
+        }
+    }
+    for (size_t len = 0; len < b.size(); ++len)
+        ASSERT_TRUE(memory_load_fails(std::vector<unsigned char>(b.begin(), b.begin() + len), backend(),
+                                      GPURNN_ERR_FORMAT))
+            << "truncated to " << len;
+    std::vector<unsigned char> longer = b;
+    longer.push_back(0);
+    EXPECT_TRUE(memory_load_fails(longer, backend(), GPURNN_ERR_FORMAT));
+    /* behind a valid checksum: a user-data size that disagrees with the file */
+    std::vector<unsigned char> d = b;
+    put_u64(d, OFF_USER_DATA_BYTES, 41);
+    fix_crc(d);
+    EXPECT_TRUE(memory_load_fails(d, backend(), GPURNN_ERR_FORMAT));
+    d = b;
+    put_u64(d, OFF_USER_DATA_BYTES, (uint64_t)GPURNN_USER_DATA_MAX + 1);
+    put_u64(d, OFF_FILE_SIZE, get_u64(d, OFF_FILE_SIZE) + GPURNN_USER_DATA_MAX + 1 - 40);
+    fix_crc(d);
+    EXPECT_TRUE(memory_load_fails(d, backend(), GPURNN_ERR_FORMAT));
+}
+
+TEST_P(CheckpointTest, FailedSaveWithUserDataLeavesTheExistingFileIntact)
+{
+    /* As FailedSaveLeavesTheExistingFileIntact, with a 100 KB blob making the file too
+     * large for RLIMIT_FSIZE: IO, the old checkpoint and its blob intact, no temporary. */
+    TempDir dir;
+    RandomModel small = make_random_model(backend(), GPURNN_F32, 2, 2, 1, 2, GPURNN_LOSS_SUM, 99);
+    ASSERT_TRUE(small.m);
+    const std::string path = dir.file("keep.ckpt");
+    const std::vector<unsigned char> old_blob = sample_blob(16), new_blob = sample_blob(100000);
+    ASSERT_EQ(gpurnn_model_save_with_user_data(small.m.get(), old_blob.data(), old_blob.size(), path.c_str()),
+              GPURNN_OK);
+    const std::vector<unsigned char> old_bytes = read_file(path);
+    struct rlimit saved;
+    ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &saved), 0);
+    void (*old_handler)(int) = std::signal(SIGXFSZ, SIG_IGN);
+    struct rlimit lim = saved;
+    lim.rlim_cur = 4096;
+    ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    const gpurnn_status st =
+        gpurnn_model_save_with_user_data(small.m.get(), new_blob.data(), new_blob.size(), path.c_str());
+    const std::string msg = gpurnn_last_error();
+    setrlimit(RLIMIT_FSIZE, &saved);
+    std::signal(SIGXFSZ, old_handler);
+    EXPECT_EQ(st, GPURNN_ERR_IO) << gpurnn_status_string(st) << ": " << msg;
+    EXPECT_EQ(read_file(path), old_bytes);
+    EXPECT_EQ(dir.list(), std::vector<std::string>{"keep.ckpt"});
+    UserData u;
+    gpurnn_model *m = nullptr;
+    ASSERT_EQ(gpurnn_model_load_with_user_data(path.c_str(), backend(), &u.data, &u.size, &m), GPURNN_OK);
+    gpurnn_model_destroy(m);
+    EXPECT_EQ(u.bytes(), old_blob);
+}
+
+TEST_P(CheckpointTest, Version1FileWrittenByTheEarlierLibraryLoads)
+{
+    /* tests/data/v1-f64-v3h2b2-adam.ckpt, written by gpurnn_model_save in format v1
+     * (tests/data/README.md): its configuration, exact parameters and state, Adam state of
+     * one step, and no user data; saved again it becomes a v2 file with the same values. */
+    const std::string path = std::string(GPURNN_TEST_DATA_DIR) + "/v1-f64-v3h2b2-adam.ckpt";
+    const std::vector<unsigned char> v1 = read_file(path);
+    ASSERT_EQ(v1.size(), 648u);
+    ASSERT_EQ(get_u32(v1, OFF_VERSION), 1u);
+    std::vector<double> params(21), state = {0.5, 0.25, 0.0, -0.25};
+    for (int i = 0; i < 21; ++i)
+        params[i] = (i - 10.0) / 8.0;
+    for (bool from_memory : {false, true}) {
+        SCOPED_TRACE(from_memory ? "from memory" : "from the file");
+        UserData u;
+        u.data = kSentinel;
+        gpurnn_model *m = nullptr;
+        const gpurnn_status st =
+            from_memory ? gpurnn_model_load_from_memory(v1.data(), v1.size(), backend(), &u.data, &u.size, &m)
+                        : gpurnn_model_load_with_user_data(path.c_str(), backend(), &u.data, &u.size, &m);
+        ASSERT_EQ(st, GPURNN_OK) << gpurnn_last_error();
+        ModelPtr l(m);
+        EXPECT_EQ(u.data, nullptr);
+        EXPECT_EQ(u.size, 0u);
+        const gpurnn_config c = get_config(l.get());
+        EXPECT_EQ(c.vocab_size, 3);
+        EXPECT_EQ(c.hidden_size, 2);
+        EXPECT_EQ(c.batch_size, 2);
+        EXPECT_EQ(c.max_seq_len, 4);
+        EXPECT_EQ(c.dtype, GPURNN_F64);
+        EXPECT_EQ(c.reduction, GPURNN_LOSS_MEAN);
+        EXPECT_EQ(c.seed, 1234u);
+        EXPECT_EQ(c.init_scale, 0.25);
+        EXPECT_TRUE(bit_equal(get_params(l.get()), params));
+        EXPECT_TRUE(bit_equal(get_state(l.get()), state));
+        /* the optimizer state kept its kind: another kind is refused, Adam steps on */
+        const gpurnn_optimizer sgd = opt_of(GPURNN_SGD), adam = opt_of(GPURNN_ADAM);
+        EXPECT_TRUE(failed_with(gpurnn_step(l.get(), &sgd), GPURNN_ERR_INVALID_ARGUMENT));
+        /* saved now: format v2, the same payload bytes after the longer header */
+        const std::vector<unsigned char> v2 = save_to_memory(l.get(), {});
+        EXPECT_EQ(get_u32(v2, OFF_VERSION), 2u);
+        ASSERT_EQ(v2.size(), v1.size() + (HEADER - V1_HEADER));
+        EXPECT_TRUE(std::equal(v1.begin() + V1_HEADER, v1.end() - 8, v2.begin() + HEADER));
+        EXPECT_EQ(gpurnn_step(l.get(), &adam), GPURNN_OK) << gpurnn_last_error();
+    }
+    /* every truncation and damaged byte of the v1 file is still detected */
+    for (size_t i = 0; i < v1.size(); ++i) {
+        std::vector<unsigned char> d = v1;
+        d[i] ^= 0x01;
+        ASSERT_TRUE(memory_load_fails(d, backend(), GPURNN_ERR_FORMAT)) << "byte " << i;
+        ASSERT_TRUE(memory_load_fails(std::vector<unsigned char>(v1.begin(), v1.begin() + i), backend(),
+                                      GPURNN_ERR_FORMAT))
+            << "truncated to " << i;
+    }
 }
 
 GPURNN_INSTANTIATE_BACKENDS(CheckpointTest);

@@ -306,6 +306,48 @@ TEST_P(AllocationFaultTest, Load)
     EXPECT_GE(k, 3) << "load should allocate its scratch, the handle and the backend's buffers through the hook";
 }
 
+TEST_P(AllocationFaultTest, LoadFromMemoryWithUserData)
+{
+    /* As Load, from a memory buffer with a user blob: the blob's buffer is among the
+     * allocations made to fail, and a failed load leaves every output untouched and (under
+     * valgrind, gpurnn_fault_tests_valgrind) nothing allocated. */
+    TempDir dir;
+    RandomModel r = trained(dir);
+    ASSERT_TRUE(r.m);
+    const std::vector<unsigned char> blob(1000, 0x3c);
+    size_t size = 0;
+    ASSERT_EQ(gpurnn_model_save_size(r.m.get(), blob.size(), &size), GPURNN_OK);
+    std::vector<unsigned char> bytes(size);
+    ASSERT_EQ(gpurnn_model_save_to_memory(r.m.get(), blob.data(), blob.size(), bytes.data(), size, nullptr),
+              GPURNN_OK);
+    long long k = 0;
+    for (;; ++k) {
+        SCOPED_TRACE("load, allocation " + std::to_string(k) + " failing");
+        gpurnn_model *out = kSentinel;
+        void *data = kSentinel;
+        size_t n = 5;
+        bool fired = false;
+        const gpurnn_status st = with_failing_allocation(
+            k, [&] { return gpurnn_model_load_from_memory(bytes.data(), size, backend(), &data, &n, &out); }, &fired);
+        const std::string msg = gpurnn_last_error();
+        if (!fired) {
+            ASSERT_EQ(st, GPURNN_OK) << msg;
+            ModelPtr l(out);
+            ASSERT_EQ(n, blob.size());
+            EXPECT_EQ(std::memcmp(data, blob.data(), n), 0);
+            gpurnn_user_data_free(data);
+            EXPECT_TRUE(bit_equal(get_params(l.get()), get_params(r.m.get())));
+            break;
+        }
+        EXPECT_TRUE(failed_with(st, GPURNN_ERR_OUT_OF_MEMORY)) << msg;
+        EXPECT_EQ(out, kSentinel);
+        EXPECT_EQ(data, (void *)kSentinel);
+        EXPECT_EQ(n, 5u);
+        ASSERT_LT(k, 10000);
+    }
+    EXPECT_GE(k, 4) << "scratch, blob, handle and the backend's buffers";
+}
+
 TEST_P(AllocationFaultTest, Gradcheck)
 {
     gpurnn_gradcheck_result res;

@@ -9,12 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-static const unsigned char magic[8] = {0x89, 'C', 'H', 'A', 'R', 'R', 'N', '\n'};
-/* The first bytes of a bare libgpurnn checkpoint, to say so when one is given instead. */
+/* The first bytes of a libgpurnn checkpoint, in which the program's data is the user data. */
 static const unsigned char library_magic[8] = {0x89, 'G', 'P', 'U', 'R', 'N', 'N', '\n'};
-enum { FORMAT_VERSION = 1 };
+/* The program's own file around a library checkpoint, written before version 0.2: still read. */
+static const unsigned char wrapped_magic[8] = {0x89, 'C', 'H', 'A', 'R', 'R', 'N', '\n'};
+enum { WRAPPED_FORMAT_VERSION = 1 };
 
 /* ---- history -------------------------------------------------------------------------- */
 
@@ -137,81 +137,22 @@ static double get_f64(reader *r)
     return v;
 }
 
-/* ---- the library's part, through a temporary file ------------------------------------
- * libgpurnn saves and loads models by path only, so its checkpoint goes through a
- * temporary file on its way into and out of ours. */
+/* ---- save ------------------------------------------------------------------------------
+ * The program's data is the user data of the library's own checkpoint (README.md, "The
+ * checkpoint file"): the library writes it with the model, under one checksum and one
+ * atomic rename. */
 
-static int library_checkpoint_bytes(const gpurnn_model *model, const char *path,
-                                    unsigned char **bytes, size_t *len, charrnn_error *err)
-{
-    size_t tmp_len = strlen(path) + 16;
-    char *tmp = charrnn_xmalloc(tmp_len);
-    snprintf(tmp, tmp_len, "%s.model-XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        return charrnn_fail(err, "cannot write %s: %s", path, strerror(e));
-    }
-    close(fd);
-    int rc = 0;
-    if (gpurnn_model_save(model, tmp) != GPURNN_OK)
-        rc = charrnn_fail(err, "cannot save the model: %s", gpurnn_last_error());
-    else
-        rc = charrnn_read_file(tmp, bytes, len, err);
-    unlink(tmp);
-    free(tmp);
-    return rc;
-}
-
-static int load_library_checkpoint(const unsigned char *bytes, size_t len, gpurnn_backend backend,
-                                   const char *path, gpurnn_model **model, charrnn_error *err)
-{
-    const char *dir = getenv("TMPDIR");
-    if (!dir || !*dir)
-        dir = "/tmp";
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s/gpurnn-charrnn-XXXXXX", dir);
-    int fd = mkstemp(tmp);
-    if (fd < 0)
-        return charrnn_fail(err, "cannot load %s: cannot create a temporary file in %s: %s", path,
-                            dir, strerror(errno));
-    size_t done = 0;
-    int e = 0;
-    while (done < len && e == 0) {
-        ssize_t n = write(fd, bytes + done, len - done);
-        if (n < 0) {
-            if (errno != EINTR)
-                e = errno;
-            continue;
-        }
-        done += (size_t)n;
-    }
-    close(fd);
-    int rc = 0;
-    if (e != 0)
-        rc = charrnn_fail(err, "cannot load %s: writing %s: %s", path, tmp, strerror(e));
-    else if (gpurnn_model_load(tmp, backend, model) != GPURNN_OK)
-        rc = charrnn_fail(err, "cannot load the model in %s: %s", path, gpurnn_last_error());
-    unlink(tmp);
-    return rc;
-}
-
-/* ---- save ------------------------------------------------------------------------------ */
+enum { BLOB_VERSION = 1, BLOB_VOCABULARY_ONLY = 0, BLOB_WITH_TRAINING_STATE = 1 };
+static const unsigned char blob_magic[8] = {'C', 'H', 'A', 'R', 'R', 'N', 'N', 0};
 
 int charrnn_checkpoint_save(const char *path, const charrnn_checkpoint *ck,
                             const gpurnn_model *model, charrnn_error *err)
 {
-    unsigned char *model_bytes = NULL;
-    size_t model_len = 0;
-    if (library_checkpoint_bytes(model, path, &model_bytes, &model_len, err) != 0)
-        return -1;
-
     writer w = {0};
     const charrnn_run_config *c = &ck->config;
-    put_bytes(&w, magic, sizeof magic);
-    put_u32(&w, FORMAT_VERSION);
-    put_u32(&w, 0); /* reserved */
+    put_bytes(&w, blob_magic, sizeof blob_magic);
+    put_u32(&w, BLOB_VERSION);
+    put_u32(&w, BLOB_WITH_TRAINING_STATE);
     put_u32(&w, (uint32_t)ck->vocab.size);
     put_bytes(&w, ck->vocab.chars, (size_t)ck->vocab.size);
     put_u32(&w, (uint32_t)c->hidden);
@@ -249,31 +190,35 @@ int charrnn_checkpoint_save(const char *path, const charrnn_checkpoint *ck,
         put_u64(&w, h->val_step[i]);
         put_f64(&w, h->val_loss[i]);
     }
-    put_u64(&w, model_len);
-    put_bytes(&w, model_bytes, model_len);
-    free(model_bytes);
-    put_u64(&w, charrnn_crc64(0, w.data, w.len));
-
-    int rc = charrnn_write_file_atomic(path, w.data, w.len, err);
+    int rc = 0;
+    if (w.len > GPURNN_USER_DATA_MAX)
+        rc = charrnn_fail(err, "cannot save %s: the loss history of %zu steps is too long for a "
+                          "checkpoint", path, h->train_count);
+    else if (gpurnn_model_save_with_user_data(model, w.data, w.len, path) != GPURNN_OK)
+        rc = charrnn_fail(err, "cannot save the checkpoint: %s", gpurnn_last_error());
     free(w.data);
     return rc;
 }
 
 /* ---- load ------------------------------------------------------------------------------ */
 
-/* Parses everything but the model; on failure the caller frees ck's history. */
-static int parse(reader *r, const char *path, charrnn_checkpoint *ck, charrnn_error *err)
+/* The vocabulary: vocab_size, then the characters. */
+static int parse_vocabulary(reader *r, const char *path, charrnn_checkpoint *ck, charrnn_error *err)
 {
-    (void)get_u32(r); /* the format version, checked by the caller */
-    if (get_u32(r) != 0)
-        return charrnn_fail(err, "%s: damaged checkpoint (reserved field is not 0)", path);
-
     uint32_t V = get_u32(r);
     const unsigned char *chars = take(r, V <= 256 ? V : 0);
     if (r->truncated || V < 1 || V > 256 ||
         charrnn_vocab_from_chars(&ck->vocab, chars, (int)V, NULL) != 0)
         return charrnn_fail(err, "%s: damaged checkpoint (bad vocabulary)", path);
+    return 0;
+}
 
+/* The training state, from hidden to the loss history (the same fields in both formats);
+ * on failure the caller frees ck's history. */
+static int parse_training_state(reader *r, const char *path, charrnn_checkpoint *ck,
+                                charrnn_error *err)
+{
+    ck->has_training_state = 1;
     charrnn_run_config *c = &ck->config;
     uint32_t hidden = get_u32(r), batch = get_u32(r), seq_len = get_u32(r);
     uint32_t dtype = get_u32(r), optimizer = get_u32(r);
@@ -340,6 +285,90 @@ static int parse(reader *r, const char *path, charrnn_checkpoint *ck, charrnn_er
     return 0;
 }
 
+/* The model must be the one the vocabulary (and the training settings, when there are
+ * any) describe. */
+static int check_model(const char *path, const charrnn_checkpoint *ck, const gpurnn_model *model,
+                       charrnn_error *err)
+{
+    gpurnn_config mc;
+    const charrnn_run_config *c = &ck->config;
+    if (gpurnn_model_config(model, &mc) != GPURNN_OK)
+        return charrnn_fail(err, "cannot read the model's configuration: %s", gpurnn_last_error());
+    if (mc.vocab_size != ck->vocab.size)
+        return charrnn_fail(err, "%s: the model has %d classes, but the vocabulary %d characters",
+                            path, mc.vocab_size, ck->vocab.size);
+    if (ck->has_training_state &&
+        (mc.hidden_size != c->hidden || mc.batch_size != c->batch || mc.max_seq_len != c->seq_len ||
+         mc.dtype != c->dtype || mc.reduction != GPURNN_LOSS_MEAN))
+        return charrnn_fail(err, "%s: damaged checkpoint (the model does not match its settings)",
+                            path);
+    return 0;
+}
+
+/* The program's data in the user data of a library checkpoint. */
+static int parse_user_data(const unsigned char *blob, size_t len, const char *path,
+                           charrnn_checkpoint *ck, charrnn_error *err)
+{
+    if (len == 0)
+        return charrnn_fail(err, "%s is a bare libgpurnn model checkpoint, not a gpurnn-charrnn one "
+                            "(it has no vocabulary)", path);
+    if (len < 16 || memcmp(blob, blob_magic, sizeof blob_magic) != 0)
+        return charrnn_fail(err, "%s is a libgpurnn checkpoint whose user data is not "
+                            "gpurnn-charrnn's (no \"CHARRNN\\0\" at its start)", path);
+    reader r = {blob, len, sizeof blob_magic, 0};
+    uint32_t version = get_u32(&r), parts = get_u32(&r);
+    if (version != BLOB_VERSION)
+        return charrnn_fail(err, "%s: gpurnn-charrnn data format version %u is not supported (this "
+                            "program reads version %d)", path, version, BLOB_VERSION);
+    if (parts != BLOB_VOCABULARY_ONLY && parts != BLOB_WITH_TRAINING_STATE)
+        return charrnn_fail(err, "%s: damaged checkpoint (parts %u is not 0 or 1)", path, parts);
+    if (parse_vocabulary(&r, path, ck, err) != 0)
+        return -1;
+    if (parts == BLOB_WITH_TRAINING_STATE && parse_training_state(&r, path, ck, err) != 0)
+        return -1;
+    if (r.pos != r.len)
+        return charrnn_fail(err, "%s: damaged checkpoint (%zu unexpected bytes after the "
+                            "gpurnn-charrnn data)", path, r.len - r.pos);
+    return 0;
+}
+
+/* The format before the program used the library's user data: its own file around the
+ * library's checkpoint (README.md, "Checkpoints of earlier versions"). */
+static int load_wrapped(const unsigned char *data, size_t len, const char *path,
+                        gpurnn_backend backend, charrnn_checkpoint *ck, gpurnn_model **model,
+                        charrnn_error *err)
+{
+    /* The smallest file is the fixed fields with an empty history and model: far more
+     * than 20 bytes; anything shorter cannot even hold its checksum. */
+    if (len < 20)
+        return charrnn_fail(err, "%s: truncated checkpoint (%zu bytes)", path, len);
+    uint64_t stored = 0;
+    for (int i = 0; i < 8; i++)
+        stored |= (uint64_t)data[len - 8 + (size_t)i] << (8 * i);
+    uint64_t computed = charrnn_crc64(0, data, len - 8);
+
+    reader r = {data, len - 8, 8, 0};
+    /* The version comes before the checksum, so that a file of a later version is named
+     * as such rather than reported as damaged. */
+    uint32_t version = get_u32(&r);
+    if (version != WRAPPED_FORMAT_VERSION)
+        return charrnn_fail(err, "%s: checkpoint format version %u is not supported (this program "
+                            "reads version %d)", path, version, WRAPPED_FORMAT_VERSION);
+    if (stored != computed)
+        return charrnn_fail(err, "%s: checksum mismatch (the file is damaged or truncated)", path);
+    if (get_u32(&r) != 0)
+        return charrnn_fail(err, "%s: damaged checkpoint (reserved field is not 0)", path);
+    if (parse_vocabulary(&r, path, ck, err) != 0 || parse_training_state(&r, path, ck, err) != 0)
+        return -1;
+    uint64_t model_len = get_u64(&r);
+    if (r.truncated || model_len != r.len - r.pos)
+        return charrnn_fail(err, "%s: damaged checkpoint (bad model size)", path);
+    if (gpurnn_model_load_from_memory(data + r.pos, (size_t)model_len, backend, NULL, NULL, model) !=
+        GPURNN_OK)
+        return charrnn_fail(err, "cannot load the model in %s: %s", path, gpurnn_last_error());
+    return 0;
+}
+
 int charrnn_checkpoint_load(const char *path, gpurnn_backend backend, charrnn_checkpoint *ck,
                             gpurnn_model **model, charrnn_error *err)
 {
@@ -351,62 +380,21 @@ int charrnn_checkpoint_load(const char *path, gpurnn_backend backend, charrnn_ch
         return -1;
 
     int rc = -1;
-    if (len >= 8 && memcmp(data, library_magic, 8) == 0) {
-        charrnn_fail(err, "%s is a bare libgpurnn model checkpoint, not a gpurnn-charrnn one (it "
-                     "has no vocabulary)", path);
-        goto done;
-    }
-    if (len < 8 || memcmp(data, magic, 8) != 0) {
+    if (len >= 8 && memcmp(data, wrapped_magic, 8) == 0) {
+        rc = load_wrapped(data, len, path, backend, ck, model, err);
+    } else if (len >= 8 && memcmp(data, library_magic, 8) == 0) {
+        void *blob = NULL;
+        size_t blob_len = 0;
+        if (gpurnn_model_load_from_memory(data, len, backend, &blob, &blob_len, model) != GPURNN_OK)
+            charrnn_fail(err, "cannot load %s: %s", path, gpurnn_last_error());
+        else
+            rc = parse_user_data(blob, blob_len, path, ck, err);
+        gpurnn_user_data_free(blob);
+    } else {
         charrnn_fail(err, "%s is not a gpurnn-charrnn checkpoint", path);
-        goto done;
     }
-    /* The smallest file is the fixed fields with an empty history and model: far more
-     * than 20 bytes; anything shorter cannot even hold its checksum. */
-    if (len < 20) {
-        charrnn_fail(err, "%s: truncated checkpoint (%zu bytes)", path, len);
-        goto done;
-    }
-    uint64_t stored = 0;
-    for (int i = 0; i < 8; i++)
-        stored |= (uint64_t)data[len - 8 + (size_t)i] << (8 * i);
-    uint64_t computed = charrnn_crc64(0, data, len - 8);
-
-    reader r = {data, len - 8, 8, 0};
-    /* The version comes before the checksum, so that a file of a later version is named
-     * as such rather than reported as damaged. */
-    uint32_t version = get_u32(&r);
-    r.pos = 8;
-    if (version != FORMAT_VERSION) {
-        charrnn_fail(err, "%s: checkpoint format version %u is not supported (this program "
-                     "reads version %d)", path, version, FORMAT_VERSION);
-        goto done;
-    }
-    if (stored != computed) {
-        charrnn_fail(err, "%s: checksum mismatch (the file is damaged or truncated)", path);
-        goto done;
-    }
-    if (parse(&r, path, ck, err) != 0)
-        goto done;
-    uint64_t model_len = get_u64(&r);
-    if (r.truncated || model_len != r.len - r.pos) {
-        charrnn_fail(err, "%s: damaged checkpoint (bad model size)", path);
-        goto done;
-    }
-    if (load_library_checkpoint(data + r.pos, (size_t)model_len, backend, path, model, err) != 0)
-        goto done;
-
-    /* The model must be the one the settings and the vocabulary describe. */
-    gpurnn_config mc;
-    const charrnn_run_config *c = &ck->config;
-    if (gpurnn_model_config(*model, &mc) != GPURNN_OK || mc.vocab_size != ck->vocab.size ||
-        mc.hidden_size != c->hidden || mc.batch_size != c->batch || mc.max_seq_len != c->seq_len ||
-        mc.dtype != c->dtype || mc.reduction != GPURNN_LOSS_MEAN) {
-        charrnn_fail(err, "%s: damaged checkpoint (the model does not match its settings)", path);
-        goto done;
-    }
-    rc = 0;
-
-done:
+    if (rc == 0)
+        rc = check_model(path, ck, *model, err);
     free(data);
     if (rc != 0) {
         gpurnn_model_destroy(*model);

@@ -1,10 +1,11 @@
 /*
- * gpurnn-charrnn's checkpoint: one file that holds everything a run needs to continue
- * exactly — the library's own checkpoint of the model (parameters, optimizer state,
- * carried hidden state), embedded verbatim — and around it what only the program knows:
- * the vocabulary, the run's settings, the position in the text, the step, the random
- * generator's state and the loss history. The byte layout is in README.md beside this
- * file. It is written atomically (a temporary file renamed over the old one).
+ * gpurnn-charrnn's checkpoint: a libgpurnn checkpoint (parameters, optimizer state,
+ * carried hidden state) whose user data holds what only the program knows: the
+ * vocabulary, the run's settings, the position in the text, the step, the random
+ * generator's state and the loss history. The library writes it atomically under one
+ * checksum; the user data's byte layout is in README.md beside this file, so that other
+ * programs can write checkpoints this one samples. Files of the program's earlier format
+ * (its own file around the library's checkpoint) still load.
  */
 #ifndef CHARRNN_CHECKPOINT_H
 #define CHARRNN_CHECKPOINT_H
@@ -67,16 +68,20 @@ typedef struct charrnn_checkpoint {
     uint64_t text_hash;
     char text_source[4096];   /* the path given for the text; "" for the built-in corpus */
     charrnn_history history;
+    /* 0 when the checkpoint holds only a vocabulary (written by another program, README.md):
+     * it can be sampled but not resumed, and the fields above but vocab mean nothing. */
+    int has_training_state;
 } charrnn_checkpoint;
 
 /* Writes the checkpoint and the model to path, atomically. */
 int charrnn_checkpoint_save(const char *path, const charrnn_checkpoint *ck,
                             const gpurnn_model *model, charrnn_error *err);
 
-/* Reads a checkpoint written by charrnn_checkpoint_save and creates its model on
- * `backend`. Checks the file completely (magic, version, size, checksum, every field,
- * and that the embedded model matches the vocabulary and settings) before it returns;
- * on failure *ck holds nothing to free and *model is NULL. */
+/* Reads a checkpoint (written by charrnn_checkpoint_save, by another program with a
+ * vocabulary in the documented user data, or in the earlier wrapper format) and creates
+ * its model on `backend`. Checks the file completely (the library's checks, then every
+ * field, and that the model matches the vocabulary and settings) before it returns; on
+ * failure *ck holds nothing to free and *model is NULL. */
 int charrnn_checkpoint_load(const char *path, gpurnn_backend backend, charrnn_checkpoint *ck,
                             gpurnn_model **model, charrnn_error *err);
 

@@ -210,6 +210,10 @@ static int start_resumed(run *r)
                                 &r->err) != 0)
         return -1;
     r->resumed = 1;
+    if (!ck->has_training_state)
+        return charrnn_fail(&r->err, "%s holds a model and its vocabulary but no training state "
+                            "(it was not written by gpurnn-charrnn train): it can be sampled, not "
+                            "resumed", o->resume_path);
     if (check_resume_settings(r) != 0)
         return -1;
     if (o->given & GIVEN_LR)

@@ -544,19 +544,36 @@ TEST(Checkpoint, DamageIsDetected)
     EXPECT_NE(std::strstr(err.message, "checksum mismatch"), nullptr) << err.message;
     EXPECT_EQ(model, nullptr);
 
+    // The library checks the size before the checksum: a cut file is named as truncated.
     write_all(path, good.substr(0, good.size() - 100));
     EXPECT_EQ(charrnn_checkpoint_load(path.c_str(), GPURNN_BACKEND_CPU, &back, &model, &err), -1);
-    EXPECT_NE(std::strstr(err.message, "checksum mismatch"), nullptr) << err.message;
+    EXPECT_NE(std::strstr(err.message, "truncated"), nullptr) << err.message;
 
     write_all(path, "just some text\n");
     EXPECT_EQ(charrnn_checkpoint_load(path.c_str(), GPURNN_BACKEND_CPU, &back, &model, &err), -1);
     EXPECT_STREQ(err.message, (path + " is not a gpurnn-charrnn checkpoint").c_str());
 
-    std::string later = good;
-    later[8] = 2; // format version 2
-    write_all(path, later);
+    // User data of a later version of the program's format (rewritten through the library,
+    // so that the checksum is right): named as such.
+    {
+        gpurnn_model *m = nullptr;
+        void *blob = nullptr;
+        size_t blob_len = 0;
+        ASSERT_EQ(gpurnn_model_load_from_memory(good.data(), good.size(), GPURNN_BACKEND_CPU, &blob, &blob_len, &m),
+                  GPURNN_OK);
+        std::string later(static_cast<char *>(blob), blob_len);
+        ASSERT_EQ(later.substr(0, 8), std::string("CHARRNN\0", 8));
+        later[8] = 2; // format version 2
+        ASSERT_EQ(gpurnn_model_save_with_user_data(m, later.data(), later.size(), path.c_str()), GPURNN_OK);
+        gpurnn_user_data_free(blob);
+        gpurnn_model_destroy(m);
+    }
     EXPECT_EQ(charrnn_checkpoint_load(path.c_str(), GPURNN_BACKEND_CPU, &back, &model, &err), -1);
     EXPECT_NE(std::strstr(err.message, "format version 2 is not supported"), nullptr) << err.message;
+    // Another program's user data.
+    ASSERT_EQ(gpurnn_model_save_with_user_data(run.model, "tokenizer", 9, path.c_str()), GPURNN_OK);
+    EXPECT_EQ(charrnn_checkpoint_load(path.c_str(), GPURNN_BACKEND_CPU, &back, &model, &err), -1);
+    EXPECT_NE(std::strstr(err.message, "user data is not gpurnn-charrnn's"), nullptr) << err.message;
 
     // A bare library checkpoint is recognised as such.
     ASSERT_EQ(gpurnn_model_save(run.model, path.c_str()), GPURNN_OK);
@@ -565,6 +582,58 @@ TEST(Checkpoint, DamageIsDetected)
 
     EXPECT_EQ(charrnn_checkpoint_load(dir.file("missing").c_str(), GPURNN_BACKEND_CPU, &back, &model, &err), -1);
     EXPECT_NE(std::strstr(err.message, "No such file or directory"), nullptr) << err.message;
+}
+
+TEST(Checkpoint, IsALibraryCheckpointWithTheDataAsUserData)
+{
+    // The file is a plain libgpurnn checkpoint: any libgpurnn program loads the model, and
+    // its user data starts with the documented header and vocabulary (README.md).
+    TempDir dir;
+    SmallRun run;
+    charrnn_error err;
+    std::string path = dir.file("run.ckpt");
+    ASSERT_EQ(charrnn_checkpoint_save(path.c_str(), &run.ck, run.model, &err), 0) << err.message;
+    gpurnn_model *m = nullptr;
+    void *blob = nullptr;
+    size_t len = 0;
+    ASSERT_EQ(gpurnn_model_load_with_user_data(path.c_str(), GPURNN_BACKEND_CPU, &blob, &len, &m), GPURNN_OK)
+        << gpurnn_last_error();
+    EXPECT_EQ(params_of(m), params_of(run.model));
+    const unsigned char *b = static_cast<const unsigned char *>(blob);
+    ASSERT_GT(len, 16u + 9u);
+    EXPECT_EQ(std::memcmp(b, "CHARRNN\0", 8), 0);
+    EXPECT_EQ(b[8], 1);  // version 1, little-endian
+    EXPECT_EQ(b[12], 1); // parts: vocabulary and training state
+    EXPECT_EQ(b[16], 9); // vocab_size
+    EXPECT_EQ(std::memcmp(b + 20, "\nabcdefgh", 9), 0);
+    gpurnn_user_data_free(blob);
+    gpurnn_model_destroy(m);
+}
+
+TEST(Checkpoint, LoadsTheEarlierWrapperFormat)
+{
+    // tests/charrnn/data/legacy-v1.ckpt, written by the program before it used the
+    // library's user data (tests/charrnn/data/README.md).
+    charrnn_checkpoint ck;
+    gpurnn_model *model = nullptr;
+    charrnn_error err;
+    const std::string path = std::string(CHARRNN_TEST_DATA_DIR) + "/legacy-v1.ckpt";
+    ASSERT_EQ(charrnn_checkpoint_load(path.c_str(), GPURNN_BACKEND_CPU, &ck, &model, &err), 0) << err.message;
+    EXPECT_TRUE(ck.has_training_state);
+    EXPECT_EQ(ck.vocab.size, 21);
+    EXPECT_EQ(ck.config.hidden, 16);
+    EXPECT_EQ(ck.config.batch, 4);
+    EXPECT_EQ(ck.config.seq_len, 8);
+    EXPECT_EQ(ck.config.dtype, GPURNN_F64);
+    EXPECT_EQ(ck.config.optimizer, GPURNN_ADAM);
+    EXPECT_EQ(ck.config.learning_rate, 0.03);
+    EXPECT_EQ(ck.step, 40u);
+    EXPECT_EQ(ck.history.train_count, 40u);
+    EXPECT_EQ(ck.text_len, 3024u);
+    EXPECT_STREQ(ck.text_source, "text.txt");
+    EXPECT_EQ(gpurnn_param_count(model), 2u * 16 * 21 + 16 * 16 + 16 + 21);
+    gpurnn_model_destroy(model);
+    charrnn_checkpoint_free(&ck);
 }
 
 TEST(Checkpoint, FailedSaveLeavesTheOldFile)
