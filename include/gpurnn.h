@@ -367,7 +367,8 @@ GPURNN_API gpurnn_status gpurnn_infer(gpurnn_model *m, const int32_t *inputs, in
  * log p_t[targets[t*B + b]] given inputs (both host int32, time-major (T, B), ids in
  * [0, V); T in 1..max_seq_len), from the carried state, which it advances to h_{T-1} as
  * gpurnn_infer does. It equals minus the loss gpurnn_forward would return with
- * GPURNN_LOSS_SUM (up to the order of the sums) but keeps no activations and leaves the
+ * GPURNN_LOSS_SUM (to rounding: in float64 up to the order of the sums; float32 models
+ * take the score's exponentials in float64) but keeps no activations and leaves the
  * gradients and the last forward pass alone; scoring a text in pieces, one call after
  * another, gives the same total as one call (the state carries the context). Bits per
  * token: -*log_likelihood / (T*B) / ln 2.
