@@ -370,7 +370,8 @@ GPURNN_API gpurnn_status gpurnn_infer(gpurnn_model *m, const int32_t *inputs, in
  * GPURNN_LOSS_SUM (to rounding: in float64 up to the order of the sums; float32 models
  * take the score's exponentials in float64) but keeps no activations and leaves the
  * gradients and the last forward pass alone; scoring a text in pieces, one call after
- * another, gives the same total as one call (the state carries the context). Bits per
+ * another, gives the same total as one call, up to the order of the sums (the state
+ * carries the context). Bits per
  * token: -*log_likelihood / (T*B) / ln 2.
  * Errors: INVALID_ARGUMENT (NULL, T or a token out of range, as gpurnn_forward), NUMERIC
  * (not finite; the carried state is unchanged), CUDA. */
@@ -383,8 +384,11 @@ GPURNN_API gpurnn_status gpurnn_score(gpurnn_model *m, const int32_t *inputs, co
  * its own random number of seed, so sequence 0 draws exactly the tokens gpurnn_sample
  * draws from sequence 0 with the same arguments, and no sequence's draws depend on B or
  * on the other sequences. Leaves the training state (carried state, activations,
- * gradients) alone. Errors: INVALID_ARGUMENT (NULL, a first token outside [0, V): the
- * message names b, n < 1, temperature negative or not finite), NUMERIC, CUDA. */
+ * gradients) alone. On CUDA the sequences are sampled one after another, each exactly
+ * as gpurnn_sample samples (that is what keeps sequence 0's tokens), so a call costs
+ * about B calls of gpurnn_sample.
+ * Errors: INVALID_ARGUMENT (NULL, a first token outside [0, V): the message names b,
+ * n < 1, temperature negative or not finite), NUMERIC, CUDA. */
 GPURNN_API gpurnn_status gpurnn_sample_batch(gpurnn_model *m, const int32_t *first_tokens, int n,
                                              double temperature, unsigned long long seed, int32_t *out);
 
