@@ -311,10 +311,92 @@ GPURNN_API gpurnn_status gpurnn_gradcheck(gpurnn_model *m, const int32_t *inputs
  * writes the n tokens drawn to out[0..n-1]; p ∝ exp(y/temperature), temperature 0 =
  * argmax (the lowest id among ties). The same seed gives the same tokens.
  * Leaves the training state (carried state, activations, gradients) alone.
+ * To continue a prompt, prime the state with gpurnn_infer(GPURNN_INFER_NONE) over the
+ * prompt without its last token, then pass that last token as first_token (see "Using a
+ * trained model" below); gpurnn_sample_batch does the same for every sequence.
  * Errors: INVALID_ARGUMENT (NULL, first_token outside [0, V), n < 1, temperature
  * negative or not finite), NUMERIC, CUDA. */
 GPURNN_API gpurnn_status gpurnn_sample(gpurnn_model *m, int32_t first_token, int n, double temperature,
                                        unsigned long long seed, int32_t *out);
+
+/* ---- Using a trained model: inference, scoring, sampling from a prompt ------------------
+ *
+ * These calls run the model on tokens without targets. They never touch the gradients or
+ * the activations of the last gpurnn_forward (gpurnn_backward afterwards still
+ * backpropagates that forward pass), and they allocate nothing: their buffers are taken at
+ * creation (reported under GPURNN_MEMORY_WORKSPACE by gpurnn_model_memory).
+ *
+ * Priming with a prompt, then sampling (sequence 0):
+ *     gpurnn_state_reset(m);
+ *     gpurnn_infer(m, prompt, len - 1, GPURNN_INFER_NONE, GPURNN_PROBS, NULL, 0);  (B = 1)
+ *     gpurnn_sample(m, prompt[len - 1], n, temperature, seed, out);
+ * gpurnn_sample feeds its first_token itself, so the prompt's last token is left out of the
+ * priming. With B > 1, prime every sequence with its own prompt (time-major, as inputs of
+ * gpurnn_forward) and draw for all of them with gpurnn_sample_batch. */
+
+/* What gpurnn_infer writes to out. */
+typedef enum {
+    GPURNN_INFER_NONE,      /* nothing: the call only advances the carried state (priming) */
+    GPURNN_INFER_LAST,      /* the distribution after the last step only: (B, V) */
+    GPURNN_INFER_EACH_STEP  /* the distribution after every step: (T, B, V) */
+} gpurnn_infer_output;
+
+/* How gpurnn_infer writes a distribution. */
+typedef enum {
+    GPURNN_PROBS,           /* p = softmax(y) */
+    GPURNN_LOG_PROBS        /* log p = y - max(y) - log(sum exp(y - max(y))), never -inf
+                               through underflow of p */
+} gpurnn_prob_kind;
+
+/* Advances the carried state over T steps of inputs, as gpurnn_forward does, but without
+ * targets, loss or kept activations: the carried state ends at h_{T-1}, bit-identical to
+ * what gpurnn_forward over the same inputs from the same state leaves on the same backend,
+ * dtype and number of threads.
+ * inputs: host int32, time-major (T, B): token of sequence b at step t is inputs[t*B + b],
+ * every id in [0, V); T in 1..max_seq_len.
+ * out: caller's float64 buffer of out_count values, written according to what:
+ *   GPURNN_INFER_NONE       out may be NULL; out_count must be 0
+ *   GPURNN_INFER_LAST       out_count = B*V: sequence b's distribution p_{T-1} at [b*V, (b+1)*V)
+ *   GPURNN_INFER_EACH_STEP  out_count = T*B*V: p_t of sequence b at [(t*B + b)*V, (t*B + b + 1)*V)
+ * p_t is the distribution of the token after x_t (softmax(Why h_t + by)), computed in
+ * float64 from the model's logits whatever its dtype; kind selects probabilities or
+ * log-probabilities. The library keeps no pointer to inputs or out.
+ * Errors: INVALID_ARGUMENT (NULL model or inputs, NULL out with a nonzero out_count, T out
+ * of range, a token out of range: the message names it, its t and b; an unknown what or
+ * kind; out_count other than the count required: the message gives both), NUMERIC (a
+ * logit is not finite: the parameters are too large; the carried state is then unchanged
+ * and out's contents are unspecified), CUDA. On failure nothing in the model changes. */
+GPURNN_API gpurnn_status gpurnn_infer(gpurnn_model *m, const int32_t *inputs, int T, gpurnn_infer_output what,
+                                      gpurnn_prob_kind kind, double *out, size_t out_count);
+
+/* The total log-likelihood of a text, in nats: sum over t < T and b < B of
+ * log p_t[targets[t*B + b]] given inputs (both host int32, time-major (T, B), ids in
+ * [0, V); T in 1..max_seq_len), from the carried state, which it advances to h_{T-1} as
+ * gpurnn_infer does. It equals minus the loss gpurnn_forward would return with
+ * GPURNN_LOSS_SUM (to rounding: in float64 up to the order of the sums; float32 models
+ * take the score's exponentials in float64) but keeps no activations and leaves the
+ * gradients and the last forward pass alone; scoring a text in pieces, one call after
+ * another, gives the same total as one call, up to the order of the sums (the state
+ * carries the context). Bits per
+ * token: -*log_likelihood / (T*B) / ln 2.
+ * Errors: INVALID_ARGUMENT (NULL, T or a token out of range, as gpurnn_forward), NUMERIC
+ * (not finite; the carried state is unchanged), CUDA. */
+GPURNN_API gpurnn_status gpurnn_score(gpurnn_model *m, const int32_t *inputs, const int32_t *targets, int T,
+                                      double *log_likelihood);
+
+/* gpurnn_sample for every sequence of the batch, each from its own carried state: sequence
+ * b is fed first_tokens[b] (B values in [0, V)), then each token drawn for it; out (n, B),
+ * time-major, receives draw k of sequence b at out[k*B + b]. Draw k of sequence b uses
+ * its own random number of seed, so sequence 0 draws exactly the tokens gpurnn_sample
+ * draws from sequence 0 with the same arguments, and no sequence's draws depend on B or
+ * on the other sequences. Leaves the training state (carried state, activations,
+ * gradients) alone. On CUDA the sequences are sampled one after another, each exactly
+ * as gpurnn_sample samples (that is what keeps sequence 0's tokens), so a call costs
+ * about B calls of gpurnn_sample.
+ * Errors: INVALID_ARGUMENT (NULL, a first token outside [0, V): the message names b,
+ * n < 1, temperature negative or not finite), NUMERIC, CUDA. */
+GPURNN_API gpurnn_status gpurnn_sample_batch(gpurnn_model *m, const int32_t *first_tokens, int n,
+                                             double temperature, unsigned long long seed, int32_t *out);
 
 /* ---- checkpoints ---------------------------------------------------------------------
  *

@@ -55,6 +55,20 @@ typedef struct gpurnn_backend_ops {
     gpurnn_status (*step)(void *ctx, const gpurnn_update_rule *rule, size_t *bad_index);
     gpurnn_status (*sample)(void *ctx, int32_t first_token, int n, double temperature,
                             unsigned long long seed, int32_t *out);
+    /* Advances the carried state over T steps of inputs (host (T, B), range-checked) with
+     * buffers of its own: the training buffers (activations, tokens, gradients) are not
+     * touched, and the state ends bit-identical to forward's. Writes the distributions
+     * `what` asks for to out (float64, (T, B, V) or (B, V), of `kind`); with targets (NULL
+     * unless scoring) also *log_likelihood = sum of log p_t[target]. On GPURNN_ERR_NUMERIC
+     * (a logit is not finite) the carried state is left unchanged. */
+    gpurnn_status (*infer)(void *ctx, const int32_t *inputs, const int32_t *targets, int T,
+                           gpurnn_infer_output what, gpurnn_prob_kind kind, double *out,
+                           double *log_likelihood);
+    /* sample for every sequence b from its own state row, first_tokens (B), out (n, B)
+     * time-major; draw k of sequence b uses gpurnn_sample_draw_index(b, k) (src/rng.h), so
+     * sequence 0 gets sample's tokens. */
+    gpurnn_status (*sample_batch)(void *ctx, const int32_t *first_tokens, int n, double temperature,
+                                  unsigned long long seed, int32_t *out);
     /* Adds the bytes the backend holds to report's host[] and device[] (totals are the
      * dispatch layer's). */
     void (*memory)(void *ctx, gpurnn_memory_report *report);

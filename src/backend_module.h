@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define GPURNN_MODULE_INTERFACE_VERSION 1u
+#define GPURNN_MODULE_INTERFACE_VERSION 2u /* 2: infer and sample_batch */
 #define GPURNN_MODULE_ENTRY "gpurnn_backend_module_entry"
 
 /* What the library lends a module; valid for the life of the process. */

@@ -3,6 +3,7 @@
  * is changed before every check has passed. */
 #include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -561,6 +562,78 @@ gpurnn_status gpurnn_sample(gpurnn_model *m, int32_t first_token, int n, double 
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: temperature = %g must be finite and >= 0",
                            fn, temperature);
     gpurnn_status s = m->ops->sample(m->ctx, first_token, n, temperature, seed, out);
+    if (s == GPURNN_ERR_NUMERIC) s = append_magnitudes(m, s);
+    return s == GPURNN_OK ? s : gpurnn_fail_context(s, fn);
+}
+
+/* ---- using a trained model ------------------------------------------------------- */
+
+gpurnn_status gpurnn_infer(gpurnn_model *m, const int32_t *inputs, int T, gpurnn_infer_output what,
+                           gpurnn_prob_kind kind, double *out, size_t out_count)
+{
+    const char *fn = "gpurnn_infer";
+    if (!m) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: model is NULL", fn);
+    if (T < 1 || T > m->cfg.max_seq_len)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: T = %d is outside [1, %d] (max_seq_len)",
+                           fn, T, m->cfg.max_seq_len);
+    gpurnn_status s = check_tokens(fn, "inputs", inputs, T, m->cfg.batch_size, m->cfg.vocab_size);
+    if (s != GPURNN_OK) return s;
+    if (what != GPURNN_INFER_NONE && what != GPURNN_INFER_LAST && what != GPURNN_INFER_EACH_STEP)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "%s: what = %d is not GPURNN_INFER_NONE, _LAST or _EACH_STEP", fn, (int)what);
+    if (kind != GPURNN_PROBS && kind != GPURNN_LOG_PROBS)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: kind = %d is not GPURNN_PROBS or GPURNN_LOG_PROBS",
+                           fn, (int)kind);
+    /* B*V is the size of buffers allocated at creation; T*B*V may not fit a size_t, and
+     * then no out_count can be right */
+    const size_t per_step = (size_t)m->cfg.batch_size * (size_t)m->cfg.vocab_size;
+    const size_t all_steps = (size_t)T > SIZE_MAX / per_step ? SIZE_MAX : (size_t)T * per_step;
+    const size_t required = what == GPURNN_INFER_NONE ? 0 : what == GPURNN_INFER_LAST ? per_step : all_steps;
+    if (out_count != required)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "%s: out_count = %zu, but %s needs %zu values (%s)", fn, out_count,
+                           what == GPURNN_INFER_NONE ? "GPURNN_INFER_NONE"
+                           : what == GPURNN_INFER_LAST ? "GPURNN_INFER_LAST"
+                                                       : "GPURNN_INFER_EACH_STEP",
+                           required,
+                           what == GPURNN_INFER_NONE ? "none" : what == GPURNN_INFER_LAST ? "B*V" : "T*B*V");
+    if (required > 0 && !out) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: out is NULL", fn);
+    s = m->ops->infer(m->ctx, inputs, NULL, T, what, kind, out, NULL);
+    if (s == GPURNN_ERR_NUMERIC) s = append_magnitudes(m, s);
+    return s == GPURNN_OK ? s : gpurnn_fail_context(s, fn);
+}
+
+gpurnn_status gpurnn_score(gpurnn_model *m, const int32_t *inputs, const int32_t *targets, int T,
+                           double *log_likelihood)
+{
+    const char *fn = "gpurnn_score";
+    gpurnn_status s = gpurnn_check_sequence(fn, m, inputs, targets, T);
+    if (s != GPURNN_OK) return s;
+    if (!log_likelihood) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: log_likelihood is NULL", fn);
+    double total = 0;
+    s = m->ops->infer(m->ctx, inputs, targets, T, GPURNN_INFER_NONE, GPURNN_LOG_PROBS, NULL, &total);
+    if (s == GPURNN_ERR_NUMERIC) s = append_magnitudes(m, s);
+    if (s != GPURNN_OK) return gpurnn_fail_context(s, fn);
+    *log_likelihood = total;
+    return GPURNN_OK;
+}
+
+gpurnn_status gpurnn_sample_batch(gpurnn_model *m, const int32_t *first_tokens, int n, double temperature,
+                                  unsigned long long seed, int32_t *out)
+{
+    const char *fn = "gpurnn_sample_batch";
+    if (!m || !first_tokens || !out)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn,
+                           !m ? "model" : !first_tokens ? "first_tokens" : "out");
+    for (int b = 0; b < m->cfg.batch_size; b++)
+        if (first_tokens[b] < 0 || first_tokens[b] >= m->cfg.vocab_size)
+            return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: first_tokens[%d] = %d (b=%d) is outside [0, %d)",
+                               fn, b, (int)first_tokens[b], b, m->cfg.vocab_size);
+    if (n < 1) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: n = %d must be >= 1", fn, n);
+    if (!isfinite(temperature) || temperature < 0)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: temperature = %g must be finite and >= 0",
+                           fn, temperature);
+    gpurnn_status s = m->ops->sample_batch(m->ctx, first_tokens, n, temperature, seed, out);
     if (s == GPURNN_ERR_NUMERIC) s = append_magnitudes(m, s);
     return s == GPURNN_OK ? s : gpurnn_fail_context(s, fn);
 }

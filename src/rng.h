@@ -42,4 +42,9 @@ GPURNN_HD double gpurnn_normal(uint64_t seed, uint64_t stream, uint64_t index)
 /* Streams keep draws for different purposes independent under one seed. */
 enum { GPURNN_STREAM_INIT = 1, GPURNN_STREAM_SAMPLE = 2, GPURNN_STREAM_GRADCHECK = 3 };
 
+/* The index of draw k (k < 2^31: n is an int) of sequence b within GPURNN_STREAM_SAMPLE:
+ * sequence 0's draws keep the indices gpurnn_sample has always used (k), and every
+ * (sequence, draw) pair has its own number, independent of the batch size. */
+GPURNN_HD uint64_t gpurnn_sample_draw_index(uint64_t b, uint64_t k) { return (b << 32) | k; }
+
 #endif

@@ -65,6 +65,20 @@ int main(void)
         gpurnn_model_destroy(m);
         return fail("gpurnn_step", st);
     }
+    /* Inference from C: the next-token distribution and a score. */
+    {
+        double probs[3], log_likelihood = 0.0;
+        st = gpurnn_infer(m, inputs, 3, GPURNN_INFER_LAST, GPURNN_PROBS, probs, 3);
+        if (st != GPURNN_OK) {
+            gpurnn_model_destroy(m);
+            return fail("gpurnn_infer", st);
+        }
+        st = gpurnn_score(m, inputs, targets, 3, &log_likelihood);
+        if (st != GPURNN_OK || !(log_likelihood < 0.0) || !(probs[0] + probs[1] + probs[2] > 0.999)) {
+            gpurnn_model_destroy(m);
+            return fail("gpurnn_score", st);
+        }
+    }
     /* A failing call from C: status and message. */
     st = gpurnn_forward(m, inputs, targets, 0, &loss);
     if (st != GPURNN_ERR_INVALID_ARGUMENT || gpurnn_last_error()[0] == '\0') {

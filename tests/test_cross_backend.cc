@@ -155,6 +155,33 @@ TEST_P(CrossBackendTest, GreedySamplingMatchesCpu)
     EXPECT_EQ(a, b);
 }
 
+TEST_P(CrossBackendTest, InferenceScoringAndBatchSamplingMatchCpu)
+{
+    const Case c{29, 32, 3, 40, GPURNN_LOSS_SUM};
+    Pair p = make_pair(dtype(), c, 22);
+    ASSERT_TRUE(p.cpu.m && p.cuda);
+    Rng rng(23);
+    const std::vector<int32_t> in = random_tokens((size_t)c.T * c.B, c.V, rng), tg = random_tokens((size_t)c.T * c.B, c.V, rng);
+    std::vector<double> dist[2], state[2];
+    double ll[2];
+    gpurnn_model *models[2] = {p.cpu.m.get(), p.cuda.get()};
+    for (int k = 0; k < 2; ++k) {
+        dist[k].resize((size_t)c.T * c.B * c.V);
+        ASSERT_EQ(GPURNN_OK, gpurnn_infer(models[k], in.data(), c.T, GPURNN_INFER_EACH_STEP, GPURNN_LOG_PROBS,
+                                          dist[k].data(), dist[k].size())) << gpurnn_last_error();
+        state[k] = get_state(models[k]);
+        ASSERT_EQ(GPURNN_OK, gpurnn_score(models[k], in.data(), tg.data(), c.T, &ll[k])) << gpurnn_last_error();
+    }
+    EXPECT_LE(rel_norm_error(dist[1].data(), dist[0].data(), dist[0].size()), tolerance());
+    EXPECT_LE(rel_norm_error(state[1].data(), state[0].data(), state[0].size()), tolerance());
+    EXPECT_LE(std::fabs(ll[1] - ll[0]), tolerance() * std::fabs(ll[0]));
+    const std::vector<int32_t> firsts = {3, 4, 5};
+    std::vector<int32_t> a((size_t)60 * c.B), b(a.size());
+    ASSERT_EQ(GPURNN_OK, gpurnn_sample_batch(p.cpu.m.get(), firsts.data(), 60, 0.0, 1, a.data()));
+    ASSERT_EQ(GPURNN_OK, gpurnn_sample_batch(p.cuda.get(), firsts.data(), 60, 0.0, 1, b.data())) << gpurnn_last_error();
+    EXPECT_EQ(a, b);
+}
+
 TEST_P(CrossBackendTest, CheckpointMovesBetweenBackendsUnchanged)
 {
     const Case c{19, 21, 2, 12, GPURNN_LOSS_MEAN};

@@ -221,6 +221,8 @@ TEST_P(AllocationFaultTest, TrainingCallsAllocateNothing)
      * allocation for the training calls, so the first run already gets through. */
     double loss = 0, norm = 0;
     int32_t tokens[16];
+    std::vector<double> dist((size_t)T * B * V);
+    const int32_t firsts[B] = {1, 2};
     const gpurnn_optimizer adam = make_optimizer(GPURNN_ADAM, 0.01);
     const struct {
         const char *what;
@@ -233,6 +235,11 @@ TEST_P(AllocationFaultTest, TrainingCallsAllocateNothing)
         {"clip_grad_value", [&](gpurnn_model *m, const TempDir &) { return gpurnn_clip_grad_value(m, 0.1); }},
         {"step", [&](gpurnn_model *m, const TempDir &) { return gpurnn_step(m, &adam); }},
         {"sample", [&](gpurnn_model *m, const TempDir &) { return gpurnn_sample(m, 1, 16, 1.0, 5, tokens); }},
+        {"sample_batch", [&](gpurnn_model *m, const TempDir &) { return gpurnn_sample_batch(m, firsts, 4, 1.0, 5, tokens); }},
+        {"infer", [&](gpurnn_model *m, const TempDir &) {
+             return gpurnn_infer(m, in_.data(), T, GPURNN_INFER_EACH_STEP, GPURNN_LOG_PROBS, dist.data(), dist.size());
+         }},
+        {"score", [&](gpurnn_model *m, const TempDir &) { return gpurnn_score(m, in_.data(), tg_.data(), T, &loss); }},
         {"state_reset", [&](gpurnn_model *m, const TempDir &) { return gpurnn_state_reset(m); }},
     };
     for (const auto &o : ops)
@@ -495,6 +502,17 @@ TEST(CudaFaults, EveryFailingDeviceCallIsAStatus)
         {"clip_grad_value", [&](gpurnn_model *m) { return gpurnn_clip_grad_value(m, 0.1); }},
         {"step", [&](gpurnn_model *m) { return gpurnn_step(m, &adam); }},
         {"sample", [&](gpurnn_model *m) { return gpurnn_sample(m, 1, 8, 1.0, 3, tokens); }},
+        {"sample_batch",
+         [&](gpurnn_model *m) {
+             const int32_t firsts[B] = {1, 2};
+             return gpurnn_sample_batch(m, firsts, 4, 1.0, 3, tokens);
+         }},
+        {"infer",
+         [&](gpurnn_model *m) {
+             buf.assign((size_t)T * B * V, 0.0);
+             return gpurnn_infer(m, in.data(), T, GPURNN_INFER_EACH_STEP, GPURNN_PROBS, buf.data(), buf.size());
+         }},
+        {"score", [&](gpurnn_model *m) { return gpurnn_score(m, in.data(), tg.data(), T, &loss); }},
         {"params_get",
          [&](gpurnn_model *m) {
              buf.assign(gpurnn_param_count(m), 0.0);

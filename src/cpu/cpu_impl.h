@@ -71,6 +71,22 @@ typedef struct {
     REAL *sample_h;         /* (2, H): sampling keeps away from the training buffers */
     double *sample_y;       /* (V) */
     REAL *sample_logits;    /* (V) */
+    int wxh_t_fresh;        /* wxh_t matches the parameters (cleared by every write to them) */
+    /* Inference (infer, sample_batch) keeps away from the training buffers too. An
+     * inference call puts its state j (j = 0 the carried state, j = t+1 h_t) in slot
+     * j % infer_ring: infer_ring is a multiple of the period of B*H*sizeof(REAL) modulo
+     * GPURNN_CPU_ALIGN (and >= 2), so state j has the alignment it has in a training
+     * forward's history and BLAS computes the same bits from it. */
+    int infer_ring;
+    REAL *infer_states;     /* (infer_ring, B, H) */
+    REAL *infer_logits;     /* (B, V) */
+    double *infer_rows;     /* (B): log p[target] per sequence (0 without targets), NaN for a
+                               non-finite logit */
+    size_t batch_h_stride, batch_y_stride; /* 2H and V rounded up to GPURNN_CPU_ALIGN bytes */
+    REAL *batch_h;          /* (B, batch_h_stride): each sequence's sampling state, as sample_h */
+    REAL *batch_logits;     /* (B, batch_y_stride) */
+    double *batch_weights;  /* (B, V) */
+    int *batch_bad_draw;    /* (B): the draw whose logits were not finite, -1 if none */
     size_t bytes[GPURNN_MEMORY_KINDS];
 } FN(ctx);
 
@@ -102,7 +118,9 @@ static void FN(destroy)(void *ctx)
     void *owned[] = {c->params,  c->grads,   c->opt0,     c->opt1,       c->state, c->wxh_t,
                      c->hs,      c->ckpts,   c->window,   c->inputs,     c->targets,
                      c->row_lse, c->logits, c->probs,  c->dh,  c->dh_alt,  c->dh_next,    c->ones,
-                     c->row_loss, c->block_sums, c->sample_h, c->sample_y, c->sample_logits};
+                     c->row_loss, c->block_sums, c->sample_h, c->sample_y, c->sample_logits,
+                     c->infer_states, c->infer_logits, c->infer_rows, c->batch_h, c->batch_logits,
+                     c->batch_weights, c->batch_bad_draw};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) gpurnn_aligned_free(owned[i]);
     gpurnn_free(c);
 }
@@ -137,6 +155,13 @@ static gpurnn_status FN(create)(const gpurnn_config *cfg, void **out)
             if (window < 3 * c->segment_cap) window = 3 * c->segment_cap;
         }
     }
+    {
+        const size_t period = gpurnn_window_pad_max(B * H * sizeof(REAL), GPURNN_CPU_ALIGN) + 1;
+        c->infer_ring = (int)(period < 2 ? 2 : period);
+        const size_t per_line = GPURNN_CPU_ALIGN / sizeof(REAL);
+        c->batch_h_stride = (2 * H + per_line - 1) / per_line * per_line;
+        c->batch_y_stride = (V + per_line - 1) / per_line * per_line;
+    }
     const gpurnn_memory_kind P = GPURNN_MEMORY_PARAMETERS, G = GPURNN_MEMORY_GRADIENTS,
                              O = GPURNN_MEMORY_OPTIMIZER, A = GPURNN_MEMORY_ACTIVATIONS,
                              W = GPURNN_MEMORY_WORKSPACE;
@@ -165,6 +190,13 @@ static gpurnn_status FN(create)(const gpurnn_config *cfg, void **out)
         {(void **)&c->sample_h, 2 * H, sizeof(REAL), "sampling state", W},
         {(void **)&c->sample_y, V, sizeof(double), "sampling weights", W},
         {(void **)&c->sample_logits, V, sizeof(REAL), "sampling logits", W},
+        {(void **)&c->infer_states, (size_t)c->infer_ring * B * H, sizeof(REAL), "inference states", W},
+        {(void **)&c->infer_logits, B * V, sizeof(REAL), "inference logits", W},
+        {(void **)&c->infer_rows, B, sizeof(double), "inference row log-likelihoods", W},
+        {(void **)&c->batch_h, B * c->batch_h_stride, sizeof(REAL), "batch sampling states", W},
+        {(void **)&c->batch_logits, B * c->batch_y_stride, sizeof(REAL), "batch sampling logits", W},
+        {(void **)&c->batch_weights, B * V, sizeof(double), "batch sampling weights", W},
+        {(void **)&c->batch_bad_draw, B, sizeof(int), "batch sampling checks", W},
     };
     /* Unused slots (hs with checkpoints, ckpts and window without) stay NULL. */
     gpurnn_cpu_allocation used[sizeof table / sizeof table[0]];
@@ -195,6 +227,7 @@ static gpurnn_status FN(write)(void *ctx, gpurnn_buffer buf, size_t offset, size
     size_t count;
     REAL *dst = FN(buffer)(ctx, buf, &count) + offset;
     for (size_t i = 0; i < n; i++) dst[i] = (REAL)src[i];
+    if (buf == GPURNN_BUF_PARAMS) ((cpu_ctx *)ctx)->wxh_t_fresh = 0;
     return GPURNN_OK;
 }
 
@@ -203,6 +236,7 @@ static gpurnn_status FN(fill_zero)(void *ctx, gpurnn_buffer buf)
     size_t count;
     REAL *dst = FN(buffer)(ctx, buf, &count);
     memset(dst, 0, count * sizeof(REAL));
+    if (buf == GPURNN_BUF_PARAMS) ((cpu_ctx *)ctx)->wxh_t_fresh = 0;
     return GPURNN_OK;
 }
 
@@ -270,25 +304,33 @@ static void FN(output_product)(const cpu_ctx *c, const REAL *h, int rows)
                WHY(c->params, c), c->H, 0, c->logits, c->V);
 }
 
+/* One step of the recurrence for sequences [b0, b1): cur = tanh(prev · Whh^T +
+ * Wxh[:, x_b] + bh), prev and cur (B, H) states, xt (B) tokens. Training forward, backward's
+ * recomputation and inference all come here, so their states are the same bits. */
+static void FN(recurrence_step)(const cpu_ctx *c, const REAL *prev, REAL *cur, const int32_t *xt, int b0,
+                                int b1)
+{
+    const int H = c->H;
+    const REAL *bh = BH(c->params, c);
+    prev += (size_t)b0 * H;
+    cur += (size_t)b0 * H;
+    FN(recurrent_product)(c, prev, cur, b1 - b0);
+    for (int b = b0; b < b1; b++) {
+        REAL *z = cur + (size_t)(b - b0) * H;
+        const REAL *wx = c->wxh_t + (size_t)xt[b] * H; /* column x_b of Wxh */
+        for (int i = 0; i < H; i++) z[i] = TANH(z[i] + wx[i] + bh[i]);
+    }
+}
+
 /* States 1..steps after states[0] (B, H each) for sequences [b0, b1), with inputs x
  * (steps, B): one product and one fused pointwise pass a step. */
 static void FN(forward_recurrence)(const cpu_ctx *c, REAL *states, const int32_t *x, int steps,
                                    int b0, int b1)
 {
-    const int H = c->H, B = c->B;
-    const size_t step = (size_t)B * H;
-    const REAL *bh = BH(c->params, c);
-    for (int t = 0; t < steps; t++) {
-        const REAL *prev = states + (size_t)t * step + (size_t)b0 * H;
-        REAL *cur = states + (size_t)(t + 1) * step + (size_t)b0 * H;
-        const int32_t *xt = x + (size_t)t * B;
-        FN(recurrent_product)(c, prev, cur, b1 - b0);
-        for (int b = b0; b < b1; b++) {
-            REAL *z = cur + (size_t)(b - b0) * H;
-            const REAL *wx = c->wxh_t + (size_t)xt[b] * H; /* column x_b of Wxh */
-            for (int i = 0; i < H; i++) z[i] = TANH(z[i] + wx[i] + bh[i]);
-        }
-    }
+    const size_t step = (size_t)c->B * c->H;
+    for (int t = 0; t < steps; t++)
+        FN(recurrence_step)(c, states + (size_t)t * step, states + (size_t)(t + 1) * step, x + (size_t)t * c->B,
+                            b0, b1);
 }
 
 /* forward_recurrence over the whole batch, each thread on its slice. The forward pass and
@@ -386,6 +428,16 @@ static REAL *FN(pipeline_states)(cpu_ctx *c, int t0)
     return states + (size_t)(t0 - from) * step;
 }
 
+/* wxh_t = Wxh^T from the current parameters. */
+static void FN(transpose_wxh)(cpu_ctx *c)
+{
+    const int V = c->V, H = c->H;
+    const REAL *Wxh = WXH(c->params, c);
+    for (int i = 0; i < H; i++)
+        for (int v = 0; v < V; v++) c->wxh_t[(size_t)v * H + i] = Wxh[(size_t)i * V + v];
+    c->wxh_t_fresh = 1;
+}
+
 /* The output layer and softmax cross-entropy of rows (h: (rows, H), the states of steps
  * t0..): stores each row's log-sum-exp and returns the rows' summed loss, in row order.
  * With probs, also stores the softmax there (rows, V). */
@@ -435,7 +487,7 @@ static void FN(keep_checkpoints)(cpu_ctx *c, const REAL *states, int t0, int ste
 static gpurnn_status FN(forward_pass)(cpu_ctx *c, const int32_t *inputs, const int32_t *targets, int T,
                                       int pipelined, double *loss)
 {
-    const int V = c->V, B = c->B, k = c->ckpt_every;
+    const int B = c->B, k = c->ckpt_every;
     const size_t step = (size_t)B * c->H;
     memcpy(c->inputs, inputs, (size_t)T * B * sizeof(int32_t));
     memcpy(c->targets, targets, (size_t)T * B * sizeof(int32_t));
@@ -446,9 +498,7 @@ static gpurnn_status FN(forward_pass)(cpu_ctx *c, const int32_t *inputs, const i
     c->probs_kept = T <= c->chunk_steps;
     /* backward's recomputation uses it too: parameters cannot change in between (a change
      * ends the forward pass's validity) */
-    const REAL *Wxh = WXH(c->params, c);
-    for (int i = 0; i < c->H; i++)
-        for (int v = 0; v < V; v++) c->wxh_t[(size_t)v * c->H + i] = Wxh[(size_t)i * V + v];
+    FN(transpose_wxh)(c);
 
     double total = 0;
     const REAL *last = c->state; /* state t0 */
@@ -805,6 +855,7 @@ static inline int FN(update_block)(const gpurnn_update_rule *rule, const REAL *g
 static gpurnn_status FN(step)(void *ctx, const gpurnn_update_rule *rule, size_t *bad_index)
 {
     cpu_ctx *c = ctx;
+    c->wxh_t_fresh = 0;
     size_t blocks = gpurnn_cpu_block_count(c->n);
     double *block_bad = c->block_sums;
 #pragma omp parallel for schedule(static) if (c->n >= GPURNN_CPU_PARALLEL_MIN)
@@ -828,19 +879,23 @@ static gpurnn_status FN(step)(void *ctx, const gpurnn_update_rule *rule, size_t 
     return GPURNN_OK;
 }
 
-static gpurnn_status FN(sample)(void *ctx, int32_t first_token, int n, double temperature,
-                                unsigned long long seed, int32_t *out)
+/* One sequence of sampling from state h0 (H), with scratch h (2, H), y (V) and weights
+ * (V): feeds first_token, then each token drawn, writing draw k to out[k * out_stride]
+ * with the random number of gpurnn_sample_draw_index(b, k). On NUMERIC, *bad_draw is k.
+ * gpurnn_sample and every sequence of gpurnn_sample_batch come here, so that sequence 0
+ * of a batch draws sample's tokens. Runs BLAS on the calling thread only. */
+static gpurnn_status FN(sample_sequence)(const cpu_ctx *c, const REAL *h0, REAL *h, REAL *y, double *weights,
+                                         int32_t first_token, int n, double temperature,
+                                         unsigned long long seed, uint64_t b, int32_t *out,
+                                         size_t out_stride, int *bad_draw)
 {
-    cpu_ctx *c = ctx;
     const int V = c->V, H = c->H;
     const REAL *Wxh = WXH(c->params, c), *Whh = WHH(c->params, c), *Why = WHY(c->params, c);
     const REAL *bh = BH(c->params, c), *by = BY(c->params, c);
-    REAL *h = c->sample_h, *next = c->sample_h + H, *y = c->sample_logits;
-    memcpy(h, c->state, (size_t)H * sizeof(REAL)); /* sequence 0 */
+    REAL *next = h + H;
+    memcpy(h, h0, (size_t)H * sizeof(REAL));
     int32_t x = first_token;
-    const int saved_threads = FN(enter_serial_blas)();
-    gpurnn_status s = GPURNN_OK;
-    for (int k = 0; k < n && s == GPURNN_OK; k++) {
+    for (int k = 0; k < n; k++) {
         CBLAS_GEMV(CblasRowMajor, CblasNoTrans, H, H, 1, Whh, H, h, 1, 0, next, 1);
         for (int i = 0; i < H; i++) next[i] = TANH(next[i] + Wxh[(size_t)i * V + x] + bh[i]);
         REAL *swap = h;
@@ -848,12 +903,149 @@ static gpurnn_status FN(sample)(void *ctx, int32_t first_token, int n, double te
         next = swap;
         CBLAS_GEMV(CblasRowMajor, CblasNoTrans, V, H, 1, Why, H, h, 1, 0, y, 1);
         for (int v = 0; v < V; v++) y[v] += by[v];
-        for (int v = 0; v < V; v++) c->sample_y[v] = (double)y[v];
-        s = gpurnn_cpu_draw(c->sample_y, V, temperature, seed, (uint64_t)k, &x);
-        if (s == GPURNN_OK) out[k] = x;
+        for (int v = 0; v < V; v++) weights[v] = (double)y[v];
+        gpurnn_status s = gpurnn_cpu_draw(weights, V, temperature, seed, gpurnn_sample_draw_index(b, (uint64_t)k), &x);
+        if (s != GPURNN_OK) {
+            *bad_draw = k;
+            return s;
+        }
+        out[(size_t)k * out_stride] = x;
     }
+    return GPURNN_OK;
+}
+
+static gpurnn_status FN(sample)(void *ctx, int32_t first_token, int n, double temperature,
+                                unsigned long long seed, int32_t *out)
+{
+    cpu_ctx *c = ctx;
+    const int saved_threads = FN(enter_serial_blas)();
+    int bad_draw = -1;
+    gpurnn_status s = FN(sample_sequence)(c, c->state /* sequence 0 */, c->sample_h, c->sample_logits,
+                                          c->sample_y, first_token, n, temperature, seed, 0, out, 1, &bad_draw);
     omp_set_num_threads(saved_threads);
     return s;
+}
+
+/* The sequences are independent: each thread samples whole sequences, one at a time, with
+ * single-threaded BLAS (as in the recurrence), so results do not depend on the thread count. */
+static gpurnn_status FN(sample_batch)(void *ctx, const int32_t *first_tokens, int n, double temperature,
+                                      unsigned long long seed, int32_t *out)
+{
+    cpu_ctx *c = ctx;
+    const int B = c->B, V = c->V, H = c->H;
+    const int threads = FN(enter_serial_blas)();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (B > 1)
+    for (int b = 0; b < B; b++) {
+        c->batch_bad_draw[b] = -1;
+        FN(sample_sequence)(c, c->state + (size_t)b * H, c->batch_h + (size_t)b * c->batch_h_stride,
+                            c->batch_logits + (size_t)b * c->batch_y_stride, c->batch_weights + (size_t)b * V,
+                            first_tokens[b], n, temperature, seed, (uint64_t)b, out + b, (size_t)B,
+                            &c->batch_bad_draw[b]);
+    }
+    omp_set_num_threads(threads);
+    /* the draws' own messages were set on the worker threads: report on this one */
+    for (int b = 0; b < B; b++)
+        if (c->batch_bad_draw[b] >= 0)
+            return gpurnn_fail(GPURNN_ERR_NUMERIC, "a logit of draw %d of sequence b=%d is not finite",
+                               c->batch_bad_draw[b], b);
+    return GPURNN_OK;
+}
+
+/* Where state j of an inference call sits (see infer_ring). */
+static REAL *FN(infer_state)(const cpu_ctx *c, int j)
+{
+    return c->infer_states + (size_t)(j % c->infer_ring) * c->B * c->H;
+}
+
+/* One recurrence step of the whole batch, each thread on its slice as in run_recurrence
+ * (the same slices, so the same products). */
+static void FN(infer_recurrence_step)(const cpu_ctx *c, const REAL *prev, REAL *cur, const int32_t *xt)
+{
+    const int slices = FN(recurrence_slices)(c);
+    const int saved_threads = FN(enter_serial_blas)();
+    if (slices == 1) {
+        FN(recurrence_step)(c, prev, cur, xt, 0, c->B);
+    } else {
+#pragma omp parallel num_threads(slices)
+        {
+            int b0, b1;
+            FN(batch_slice)(c, &b0, &b1);
+            FN(recurrence_step)(c, prev, cur, xt, b0, b1);
+        }
+    }
+    omp_set_num_threads(saved_threads);
+}
+
+/* The output layer of one step for the whole batch: logits (B, V) = h (B, H) · Why^T + by,
+ * then per sequence, in float64, the distribution into dist (B, V; NULL: none) and
+ * infer_rows[b] = log p[tgt[b]] (tgt NULL: 0), NaN where a logit is not finite. The
+ * log-sum-exp is formed as the training forward's is, so that scores match its loss. */
+static void FN(infer_output)(cpu_ctx *c, const REAL *h, const int32_t *tgt, gpurnn_prob_kind kind, double *dist)
+{
+    const int V = c->V, B = c->B;
+    const REAL *by = BY(c->params, c);
+    CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, B, V, c->H, 1, h, c->H, WHY(c->params, c), c->H, 0,
+               c->infer_logits, V);
+#pragma omp parallel for schedule(static) if ((size_t)B * V >= GPURNN_CPU_PARALLEL_MIN)
+    for (int b = 0; b < B; b++) {
+        REAL *y = c->infer_logits + (size_t)b * V;
+        REAL max = y[0] + by[0];
+        int finite = 1;
+        for (int v = 0; v < V; v++) {
+            y[v] += by[v];
+            if (y[v] > max) max = y[v];
+            finite &= CPU_FINITE(y[v]);
+        }
+        if (!finite) {
+            c->infer_rows[b] = NAN;
+            continue;
+        }
+        const double shift = (double)max;
+        double sum = 0;
+        for (int v = 0; v < V; v++) sum += exp((double)y[v] - shift);
+        const double log_sum = log(sum);
+        if (dist) {
+            double *d = dist + (size_t)b * V;
+            if (kind == GPURNN_LOG_PROBS)
+                for (int v = 0; v < V; v++) d[v] = ((double)y[v] - shift) - log_sum;
+            else
+                for (int v = 0; v < V; v++) d[v] = exp((double)y[v] - shift) / sum;
+        }
+        c->infer_rows[b] = tgt ? (double)y[tgt[b]] - (shift + log_sum) : 0.0;
+    }
+}
+
+static gpurnn_status FN(infer)(void *ctx, const int32_t *inputs, const int32_t *targets, int T,
+                               gpurnn_infer_output what, gpurnn_prob_kind kind, double *out,
+                               double *log_likelihood)
+{
+    cpu_ctx *c = ctx;
+    const int B = c->B, V = c->V;
+    const size_t step = (size_t)B * c->H;
+    if (!c->wxh_t_fresh) FN(transpose_wxh)(c);
+    memcpy(FN(infer_state)(c, 0), c->state, step * sizeof(REAL));
+    double total = 0;
+    for (int t = 0; t < T; t++) {
+        REAL *h = FN(infer_state)(c, t + 1);
+        FN(infer_recurrence_step)(c, FN(infer_state)(c, t), h, inputs + (size_t)t * B);
+        const int wants = what == GPURNN_INFER_EACH_STEP || (what == GPURNN_INFER_LAST && t == T - 1);
+        if (!wants && !targets) continue;
+        double *dist = !wants ? NULL : what == GPURNN_INFER_EACH_STEP ? out + (size_t)t * B * V : out;
+        FN(infer_output)(c, h, targets ? targets + (size_t)t * B : NULL, kind, dist);
+        for (int b = 0; b < B; b++) {
+            if (isnan(c->infer_rows[b]))
+                return gpurnn_fail(GPURNN_ERR_NUMERIC,
+                                   "a logit at t=%d, b=%d is not finite (the parameters are too large); the "
+                                   "carried state was not changed",
+                                   t, b);
+            total += c->infer_rows[b];
+        }
+    }
+    if (targets && !isfinite(total))
+        return gpurnn_fail(GPURNN_ERR_NUMERIC, "the log-likelihood is %g; the carried state was not changed", total);
+    memcpy(c->state, FN(infer_state)(c, T), step * sizeof(REAL));
+    if (log_likelihood) *log_likelihood = total;
+    return GPURNN_OK;
 }
 
 const gpurnn_backend_ops CPU_OPS_NAME(SFX) = {
@@ -870,5 +1062,7 @@ const gpurnn_backend_ops CPU_OPS_NAME(SFX) = {
     .grad_clamp = FN(grad_clamp),
     .step = FN(step),
     .sample = FN(sample),
+    .infer = FN(infer),
+    .sample_batch = FN(sample_batch),
     .memory = FN(memory),
 };

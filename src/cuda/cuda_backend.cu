@@ -44,6 +44,9 @@ namespace {
 constexpr size_t kTokenStageValues = (size_t)1 << 18;
 /* Tokens drawn per device-to-host copy while sampling. */
 constexpr int kSampleBatch = 4096;
+/* Time steps of tokens an inference call uploads at a time (inputs and targets), so that
+ * its buffers are sized by B alone whatever T is. */
+constexpr int kInferTokenSteps = 64;
 /* cuBLAS's own workspace for this model's handle: with one per handle, results stay
  * bit-identical run to run even while other models' streams run concurrently (cuBLAS
  * guarantees it otherwise only for a single active stream). 32 MiB is what NVIDIA
@@ -149,6 +152,18 @@ struct Model {
     int32_t *sample_tokens = nullptr; /* (kSampleBatch + 1): drawn tokens, then the current one */
     int *sample_bad = nullptr;
     unsigned char *blas_workspace = nullptr;
+    /* Inference (infer) has buffers of its own: the training ones stay untouched. State j of
+     * a call (j = 0 the carried state, j = t+1 h_t) sits in slot j % infer_ring, a multiple
+     * of the period of B*H*sizeof(T) modulo kDeviceAlign (and >= 2), so that it has the
+     * alignment it has in a training forward's history: cuBLAS then picks the same kernels
+     * and the states are the same bits. */
+    int infer_ring = 2;
+    T *infer_states = nullptr;     /* (infer_ring, B, H) */
+    T *infer_logits = nullptr;     /* (B, V) */
+    double *infer_dist = nullptr;  /* (B, V): one step's distributions */
+    double *infer_rows = nullptr;  /* (B): log p[target] per sequence (0 without targets), NaN: non-finite */
+    double *infer_total = nullptr; /* (1): sum of infer_rows over the call */
+    int32_t *infer_tokens = nullptr; /* (2, kInferTokenSteps, B): a block of inputs, then of targets */
 
     /* pinned host */
     int32_t *host_token_stage = nullptr; /* (kTokenStageValues) */
@@ -161,6 +176,8 @@ struct Model {
     unsigned long long *host_bad = nullptr;
     int *host_sample_bad = nullptr;
     int32_t *host_sample_tokens = nullptr; /* (kSampleBatch) */
+    double *host_infer_dist = nullptr;     /* (B, V): staging of infer_dist */
+    int32_t *host_infer_tokens = nullptr;  /* (2, kInferTokenSteps, B): staging of infer_tokens */
 
     size_t host_bytes[GPURNN_MEMORY_KINDS] = {};
     size_t device_bytes[GPURNN_MEMORY_KINDS] = {};
@@ -215,12 +232,14 @@ void destroy_model(Model<T> *m)
     void *device_owned[] = {m->params, m->grads, m->opt0, m->opt1, m->state, m->hs, m->ckpts, m->window, m->tokens,
                             m->row_lse, m->logits, m->dh, m->dh_next, m->ones, m->row_loss,
                             m->scalars, m->partials, m->first_bad, m->sample_h, m->sample_logits,
-                            m->sample_weights, m->sample_tokens, m->sample_bad, m->blas_workspace};
+                            m->sample_weights, m->sample_tokens, m->sample_bad, m->blas_workspace,
+                            m->infer_states, m->infer_logits, m->infer_dist, m->infer_rows, m->infer_total,
+                            m->infer_tokens};
     for (void *p : device_owned)
         if (p) cudaFree(p);
     gpurnn_free(m->host_tokens);
     void *host_owned[] = {m->host_token_stage, m->host_scalars, m->host_mirror, m->host_bad, m->host_sample_bad,
-                          m->host_sample_tokens};
+                          m->host_sample_tokens, m->host_infer_dist, m->host_infer_tokens};
     for (void *p : host_owned)
         if (p) cudaFreeHost(p);
     if (m->blas) cublasDestroy(m->blas);
@@ -301,6 +320,15 @@ gpurnn_status allocate(Model<T> *m)
     GPURNN_TRY(device_alloc(m, &m->sample_tokens, (size_t)kSampleBatch + 1, W, "sampled tokens"));
     GPURNN_TRY(device_alloc(m, &m->sample_bad, 1, W, "sampling check"));
     GPURNN_TRY(device_alloc(m, &m->blas_workspace, kCublasWorkspaceBytes, W, "cuBLAS workspace"));
+    const size_t period = gpurnn_window_pad_max(B * H * sizeof(T), kDeviceAlign) + 1;
+    m->infer_ring = (int)std::max<size_t>(2, period);
+    const size_t infer_token_values = 2 * (size_t)kInferTokenSteps * B;
+    GPURNN_TRY(device_alloc(m, &m->infer_states, (size_t)m->infer_ring * B * H, W, "inference states"));
+    GPURNN_TRY(device_alloc(m, &m->infer_logits, B * V, W, "inference logits"));
+    GPURNN_TRY(device_alloc(m, &m->infer_dist, B * V, W, "inference distributions"));
+    GPURNN_TRY(device_alloc(m, &m->infer_rows, B, W, "inference row log-likelihoods"));
+    GPURNN_TRY(device_alloc(m, &m->infer_total, 1, W, "inference log-likelihood"));
+    GPURNN_TRY(device_alloc(m, &m->infer_tokens, infer_token_values, W, "inference tokens"));
     CUBLAS_TRY(cublasSetWorkspace(m->blas, m->blas_workspace, kCublasWorkspaceBytes));
     size_t token_bytes = token_values * sizeof(int32_t);
     m->host_tokens = static_cast<int32_t *>(gpurnn_malloc(token_bytes));
@@ -314,6 +342,8 @@ gpurnn_status allocate(Model<T> *m)
     GPURNN_TRY(host_alloc(m, &m->host_bad, 1, W, "update check staging"));
     GPURNN_TRY(host_alloc(m, &m->host_sample_bad, 1, W, "sampling check staging"));
     GPURNN_TRY(host_alloc(m, &m->host_sample_tokens, (size_t)kSampleBatch, W, "sampled token staging"));
+    GPURNN_TRY(host_alloc(m, &m->host_infer_dist, B * V, W, "inference distribution staging"));
+    GPURNN_TRY(host_alloc(m, &m->host_infer_tokens, infer_token_values, W, "inference token staging"));
 
     /* Zero everything the API exposes; fill the ones vector. */
     for (gpurnn_buffer b : {GPURNN_BUF_PARAMS, GPURNN_BUF_GRADS, GPURNN_BUF_OPT0, GPURNN_BUF_OPT1, GPURNN_BUF_STATE}) {
@@ -530,21 +560,26 @@ gpurnn_status output_logits(Model<T> *m, const T *h, int rows)
  * GEMM (GEMV for B = 1) and one fused kernel a step. Forward and backward's recomputation
  * both come here, so a recomputed state is the same bits. */
 template <typename T>
-gpurnn_status run_recurrence(Model<T> *m, T *states, const int32_t *x, int steps)
+gpurnn_status recurrence_step(Model<T> *m, const T *prev, T *cur, const int32_t *xt /* (B) */)
 {
     const int V = m->V, H = m->H, B = m->B;
-    const size_t step = (size_t)B * H;
     T *Whh = whh(m, m->params);
-    for (int t = 0; t < steps; t++) {
-        const T *prev = states + (size_t)t * step;
-        T *cur = states + (size_t)(t + 1) * step;
-        if (B == 1)
-            GPURNN_TRY(gemv_rm<T>(m->blas, false, H, H, T(1), Whh, H, prev, T(0), cur));
-        else
-            GPURNN_TRY(gemm_rm<T>(m->blas, false, true, B, H, H, T(1), prev, H, Whh, H, T(0), cur, H));
-        CUDA_TRY_LAUNCH(launch(forward_pointwise<T>, blocks_for(step), kThreads, 0, m->stream, cur,
-            wxh(m, m->params), bh(m, m->params), x + (size_t)t * B, B, H, V), "forward_pointwise");
-    }
+    if (B == 1)
+        GPURNN_TRY(gemv_rm<T>(m->blas, false, H, H, T(1), Whh, H, prev, T(0), cur));
+    else
+        GPURNN_TRY(gemm_rm<T>(m->blas, false, true, B, H, H, T(1), prev, H, Whh, H, T(0), cur, H));
+    CUDA_TRY_LAUNCH(launch(forward_pointwise<T>, blocks_for((size_t)B * H), kThreads, 0, m->stream, cur,
+        wxh(m, m->params), bh(m, m->params), xt, B, H, V), "forward_pointwise");
+    return GPURNN_OK;
+}
+
+/* Inference's steps come through recurrence_step too (infer), so its states are the same bits. */
+template <typename T>
+gpurnn_status run_recurrence(Model<T> *m, T *states, const int32_t *x, int steps)
+{
+    const size_t step = (size_t)m->B * m->H;
+    for (int t = 0; t < steps; t++)
+        GPURNN_TRY(recurrence_step(m, states + (size_t)t * step, states + (size_t)(t + 1) * step, x + (size_t)t * m->B));
     return GPURNN_OK;
 }
 
@@ -758,18 +793,21 @@ gpurnn_status step(void *ctx, const gpurnn_update_rule *rule, size_t *bad_index)
     return GPURNN_OK;
 }
 
+/* One sequence of sampling from state row b: feeds first_token, then each token drawn,
+ * writing draw k to out[k * out_stride] with the random number gpurnn_sample_draw_index(b,
+ * k). gpurnn_sample (b = 0) and every sequence of gpurnn_sample_batch come here, with the
+ * same GEMVs and kernels, so that sequence 0 of a batch draws sample's tokens. */
 template <typename T>
-gpurnn_status sample(void *ctx, int32_t first_token, int n, double temperature, unsigned long long seed,
-                     int32_t *out)
+gpurnn_status sample_sequence(Model<T> *m, int b, int32_t first_token, int n, double temperature,
+                              unsigned long long seed, int32_t *out, size_t out_stride)
 {
-    Model<T> *m = static_cast<Model<T> *>(ctx);
-    DeviceGuard device_guard(m->device);
-    CUDA_TRY(device_guard.err);
     const int V = m->V, H = m->H;
     T *h = m->sample_h, *next = m->sample_h + H;
     int32_t *current = m->sample_tokens + kSampleBatch;
-    CUDA_TRY(cudaMemcpyAsync(h, m->state, (size_t)H * sizeof(T), cudaMemcpyDeviceToDevice, m->stream));
+    CUDA_TRY(cudaMemcpyAsync(h, m->state + (size_t)b * H, (size_t)H * sizeof(T), cudaMemcpyDeviceToDevice,
+                             m->stream));
     CUDA_TRY(cudaMemsetAsync(m->sample_bad, 0, sizeof(int), m->stream));
+    /* the staging buffer's last read (a previous sequence's tokens) was waited for */
     m->host_sample_tokens[0] = first_token;
     CUDA_TRY(cudaMemcpyAsync(current, m->host_sample_tokens, sizeof(int32_t), cudaMemcpyHostToDevice, m->stream));
     /* long long: done + kSampleBatch passes INT_MAX when n is within a batch of it */
@@ -781,19 +819,116 @@ gpurnn_status sample(void *ctx, int32_t first_token, int n, double temperature, 
                 wxh(m, m->params), bh(m, m->params), current, H, V), "sample_hidden");
             std::swap(h, next);
             GPURNN_TRY(gemv_rm<T>(m->blas, false, V, H, T(1), why(m, m->params), H, h, T(0), m->sample_logits));
+            const unsigned long long k = (unsigned long long)(done + j);
             CUDA_TRY_LAUNCH(launch(sample_draw<T>, 1, kThreads, 0, m->stream, m->sample_logits,
-                by(m, m->params), V, temperature, seed, (unsigned long long)(done + j), m->sample_weights,
-                m->sample_tokens + j, current, m->sample_bad), "sample_draw");
+                by(m, m->params), V, temperature, seed, k, gpurnn_sample_draw_index((uint64_t)b, k),
+                m->sample_weights, m->sample_tokens + j, current, m->sample_bad), "sample_draw");
         }
         CUDA_TRY(cudaMemcpyAsync(m->host_sample_tokens, m->sample_tokens, (size_t)batch * sizeof(int32_t),
                                  cudaMemcpyDeviceToHost, m->stream));
         CUDA_TRY(cudaMemcpyAsync(m->host_sample_bad, m->sample_bad, sizeof(int), cudaMemcpyDeviceToHost, m->stream));
         CUDA_TRY(cudaStreamSynchronize(m->stream));
-        if (*m->host_sample_bad)
-            return gpurnn_fail(GPURNN_ERR_NUMERIC, "a logit of draw %lld is not finite",
-                               (long long)*m->host_sample_bad - 1);
-        memcpy(out + done, m->host_sample_tokens, (size_t)batch * sizeof(int32_t));
+        if (*m->host_sample_bad) {
+            if (out_stride == 1)
+                return gpurnn_fail(GPURNN_ERR_NUMERIC, "a logit of draw %lld is not finite",
+                                   (long long)*m->host_sample_bad - 1);
+            return gpurnn_fail(GPURNN_ERR_NUMERIC, "a logit of draw %lld of sequence b=%d is not finite",
+                               (long long)*m->host_sample_bad - 1, b);
+        }
+        for (int j = 0; j < batch; j++) out[(size_t)(done + j) * out_stride] = m->host_sample_tokens[j];
     }
+    return GPURNN_OK;
+}
+
+template <typename T>
+gpurnn_status sample(void *ctx, int32_t first_token, int n, double temperature, unsigned long long seed,
+                     int32_t *out)
+{
+    Model<T> *m = static_cast<Model<T> *>(ctx);
+    DeviceGuard device_guard(m->device);
+    CUDA_TRY(device_guard.err);
+    return sample_sequence(m, 0, first_token, n, temperature, seed, out, 1);
+}
+
+/* One sequence after another, each exactly as gpurnn_sample samples sequence 0 (GEMVs,
+ * not one GEMM over the batch: a GEMM's rounding may differ from a GEMV's, and sequence
+ * 0 must draw sample's tokens). */
+template <typename T>
+gpurnn_status sample_batch(void *ctx, const int32_t *first_tokens, int n, double temperature,
+                           unsigned long long seed, int32_t *out)
+{
+    Model<T> *m = static_cast<Model<T> *>(ctx);
+    DeviceGuard device_guard(m->device);
+    CUDA_TRY(device_guard.err);
+    for (int b = 0; b < m->B; b++)
+        GPURNN_TRY(sample_sequence(m, b, first_tokens[b], n, temperature, seed, out + b, (size_t)m->B));
+    return GPURNN_OK;
+}
+
+/* Where state j of an inference call sits (see infer_ring). */
+template <typename T>
+T *infer_state(Model<T> *m, int j)
+{
+    return m->infer_states + (size_t)(j % m->infer_ring) * m->B * m->H;
+}
+
+/* Per step: the recurrence (as forward's), and where an output is wanted or a score kept,
+ * one GEMM for the (B, V) logits, one kernel for the distributions and per-sequence
+ * log-likelihoods, one for their running sum. Tokens go up kInferTokenSteps steps at a
+ * time through pinned staging; each wanted (B, V) block comes back through pinned staging
+ * (one synchronisation per step of GPURNN_INFER_EACH_STEP). */
+template <typename T>
+gpurnn_status infer(void *ctx, const int32_t *inputs, const int32_t *targets, int T_steps,
+                    gpurnn_infer_output what, gpurnn_prob_kind kind, double *out, double *log_likelihood)
+{
+    Model<T> *m = static_cast<Model<T> *>(ctx);
+    DeviceGuard device_guard(m->device);
+    CUDA_TRY(device_guard.err);
+    const int V = m->V, H = m->H, B = m->B;
+    const size_t step = (size_t)B * H, dist_values = (size_t)B * V;
+    CUDA_TRY(cudaMemcpyAsync(infer_state(m, 0), m->state, step * sizeof(T), cudaMemcpyDeviceToDevice, m->stream));
+    CUDA_TRY(cudaMemsetAsync(m->infer_total, 0, sizeof(double), m->stream));
+    for (int t0 = 0; t0 < T_steps; t0 += kInferTokenSteps) {
+        const int steps = std::min(kInferTokenSteps, T_steps - t0);
+        const size_t count = (size_t)steps * B;
+        /* the stage may be overwritten once the previous block's copy has read it */
+        if (t0 > 0) CUDA_TRY(cudaStreamSynchronize(m->stream));
+        memcpy(m->host_infer_tokens, inputs + (size_t)t0 * B, count * sizeof(int32_t));
+        if (targets) memcpy(m->host_infer_tokens + count, targets + (size_t)t0 * B, count * sizeof(int32_t));
+        CUDA_TRY(cudaMemcpyAsync(m->infer_tokens, m->host_infer_tokens, (targets ? 2 : 1) * count * sizeof(int32_t),
+                                 cudaMemcpyHostToDevice, m->stream));
+        const int32_t *x = m->infer_tokens, *tgt = targets ? m->infer_tokens + count : nullptr;
+        for (int s = 0; s < steps; s++) {
+            const int t = t0 + s;
+            T *h = infer_state(m, t + 1);
+            GPURNN_TRY(recurrence_step(m, infer_state(m, t), h, x + (size_t)s * B));
+            const bool wanted = what == GPURNN_INFER_EACH_STEP || (what == GPURNN_INFER_LAST && t == T_steps - 1);
+            if (!wanted && !tgt) continue;
+            GPURNN_TRY(gemm_rm<T>(m->blas, false, true, B, V, H, T(1), h, H, why(m, m->params), H, T(0),
+                                  m->infer_logits, V));
+            CUDA_TRY_LAUNCH(launch(infer_distribution<T>, B, kThreads, 0, m->stream, m->infer_logits,
+                by(m, m->params), V, kind == GPURNN_LOG_PROBS ? 1 : 0, tgt ? tgt + (size_t)s * B : nullptr,
+                wanted ? m->infer_dist : nullptr, m->infer_rows), "infer_distribution");
+            CUDA_TRY_LAUNCH(launch(accumulate_sum, 1, kThreads, 0, m->stream, m->infer_rows, B, m->infer_total),
+                            "accumulate_sum");
+            if (wanted) {
+                CUDA_TRY(cudaMemcpyAsync(m->host_infer_dist, m->infer_dist, dist_values * sizeof(double),
+                                         cudaMemcpyDeviceToHost, m->stream));
+                CUDA_TRY(cudaStreamSynchronize(m->stream));
+                double *dst = what == GPURNN_INFER_EACH_STEP ? out + (size_t)t * dist_values : out;
+                memcpy(dst, m->host_infer_dist, dist_values * sizeof(double));
+            }
+        }
+    }
+    CUDA_TRY(cudaMemcpyAsync(m->host_scalars + 2, m->infer_total, sizeof(double), cudaMemcpyDeviceToHost, m->stream));
+    CUDA_TRY(cudaStreamSynchronize(m->stream));
+    const double total = m->host_scalars[2];
+    if (!isfinite(total))
+        return gpurnn_fail(GPURNN_ERR_NUMERIC,
+                           "a logit is not finite (the parameters are too large); the carried state was not changed");
+    CUDA_TRY(cudaMemcpyAsync(m->state, infer_state(m, T_steps), step * sizeof(T), cudaMemcpyDeviceToDevice, m->stream));
+    CUDA_TRY(cudaStreamSynchronize(m->stream));
+    if (log_likelihood) *log_likelihood = total;
     return GPURNN_OK;
 }
 
@@ -825,6 +960,8 @@ constexpr gpurnn_backend_ops make_ops()
     ops.grad_clamp = grad_clamp<T>;
     ops.step = step<T>;
     ops.sample = sample<T>;
+    ops.infer = infer<T>;
+    ops.sample_batch = sample_batch<T>;
     ops.memory = memory<T>;
     return ops;
 }

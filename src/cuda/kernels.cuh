@@ -241,6 +241,7 @@ __global__ void sample_hidden(T *__restrict__ z /* (H) */, const T *__restrict__
 template <typename T>
 __global__ void sample_draw(const T *__restrict__ logits /* (V) */, const T *__restrict__ by, int V,
                             double temperature, unsigned long long seed, unsigned long long k,
+                            unsigned long long draw_index /* gpurnn_sample_draw_index(b, k) */,
                             double *__restrict__ weights /* (V) */, int32_t *__restrict__ out /* (1) */,
                             int32_t *__restrict__ token, int *__restrict__ bad_logit)
 {
@@ -276,7 +277,7 @@ __global__ void sample_draw(const T *__restrict__ logits /* (V) */, const T *__r
     if (threadIdx.x == 0) {
         double total = 0;
         for (int v = 0; v < V; v++) total += weights[v];
-        double u = gpurnn_uniform(seed, GPURNN_STREAM_SAMPLE, (uint64_t)k) * total, cumulative = 0;
+        double u = gpurnn_uniform(seed, GPURNN_STREAM_SAMPLE, (uint64_t)draw_index) * total, cumulative = 0;
         int chosen = -1;
         for (int v = 0; v < V && chosen < 0; v++) {
             cumulative += weights[v];
@@ -288,6 +289,44 @@ __global__ void sample_draw(const T *__restrict__ logits /* (V) */, const T *__r
         }
         *out = *token = chosen;
     }
+}
+
+/* Inference, one block per sequence b of one step: adds by to the logits (in place), then
+ * in float64 the distribution into dist (B, V; nullptr: none), probabilities or (log_probs)
+ * log-probabilities y - max - log(sum exp(y - max)), and rows[b] = log p[targets[b]]
+ * (targets nullptr: 0); rows[b] is NaN where a logit is not finite. The log-sum-exp is
+ * formed as softmax_loss forms it, so that a score matches the training loss. */
+template <typename T>
+__global__ void infer_distribution(T *__restrict__ logits /* (B, V) */, const T *__restrict__ by, int V,
+                                   int log_probs, const int32_t *__restrict__ targets /* (B) or nullptr */,
+                                   double *__restrict__ dist /* (B, V) or nullptr */,
+                                   double *__restrict__ rows /* (B) */)
+{
+    __shared__ double scratch[kThreads / 32];
+    T *y = logits + (size_t)blockIdx.x * V;
+    double max = -INFINITY;
+    int nonfinite = 0;
+    for (int v = threadIdx.x; v < V; v += kThreads) {
+        T value = y[v] + by[v];
+        y[v] = value;
+        if (!isfinite((double)value)) nonfinite = 1;
+        max = fmax(max, (double)value);
+    }
+    max = block_max(max, scratch);
+    if (block_sum((double)nonfinite, scratch) > 0) { /* the same for every thread of the block */
+        if (threadIdx.x == 0) rows[blockIdx.x] = NAN;
+        return;
+    }
+    double sum = 0;
+    for (int v = threadIdx.x; v < V; v += kThreads) sum += exp((double)y[v] - max);
+    sum = block_sum(sum, scratch);
+    const double log_sum = log(sum);
+    if (dist) {
+        double *d = dist + (size_t)blockIdx.x * V;
+        for (int v = threadIdx.x; v < V; v += kThreads)
+            d[v] = log_probs ? ((double)y[v] - max) - log_sum : exp((double)y[v] - max) / sum;
+    }
+    if (threadIdx.x == 0) rows[blockIdx.x] = targets ? (double)y[targets[blockIdx.x]] - (max + log_sum) : 0.0;
 }
 
 } // namespace gpurnn
