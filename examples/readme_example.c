@@ -1,4 +1,5 @@
-/* Learns to continue "hello" with a tiny RNN: h e l l o -> e l l o h. */
+/* Learns to continue "hello" with a tiny RNN (h e l l o -> e l l o h), then continues a
+ * prompt with it. */
 #include <gpurnn.h>
 #include <stdio.h>
 
@@ -39,6 +40,15 @@ int main(void)
     }
     printf("libgpurnn %s on %s: loss %.3f -> %.3f\n", gpurnn_version(),
            gpurnn_model_backend(m) == GPURNN_BACKEND_CUDA ? "CUDA" : "CPU", first, loss);
+
+    /* Continue the prompt "hel": prime the state with "he", then sample from its last
+     * token 'l' (gpurnn_sample feeds it itself); temperature 0 takes the likeliest. */
+    const int32_t prompt[] = {0, 1, 2}; /* h e l */
+    int32_t next[2];
+    CHECK(gpurnn_state_reset(m));
+    CHECK(gpurnn_infer(m, prompt, 2, GPURNN_INFER_NONE, GPURNN_PROBS, NULL, 0));
+    CHECK(gpurnn_sample(m, prompt[2], 2, 0.0, 1, next));
+    printf("\"hel\" continues as \"%c%c\"\n", "helo"[next[0]], "helo"[next[1]]);
     gpurnn_model_destroy(m);
     return loss < first ? 0 : 1;
 

@@ -5,15 +5,6 @@
 
 #include <stdlib.h>
 
-/* Runs steps of the time-major (steps, B) inputs/targets through the model. */
-static int run_window(gpurnn_model *m, const int32_t *inputs, const int32_t *targets, int steps, double *loss,
-                      const char *what, charrnn_error *err)
-{
-    if (gpurnn_forward(m, inputs, targets, steps, loss) != GPURNN_OK)
-        return charrnn_fail(err, "the validation pass failed (%s): %s", what, gpurnn_last_error());
-    return 0;
-}
-
 int charrnn_evaluate(gpurnn_model *model, gpurnn_model *eval_model, const int32_t *ids, size_t val_start,
                      size_t val_len, int seq_len, int warmup, double *loss_out, charrnn_error *err)
 {
@@ -35,19 +26,16 @@ int charrnn_evaluate(gpurnn_model *model, gpurnn_model *eval_model, const int32_
         rc = charrnn_fail(err, "copying the parameters for validation: %s", gpurnn_last_error());
         goto done;
     }
-    /* Warm-up: the characters before each stream's piece, its last target the piece's first
-     * input. Stream b's piece starts at val_start + b * stream_len. */
+    /* Warm-up: the characters before each stream's piece, run through the model unscored.
+     * Stream b's piece starts at val_start + b * stream_len. */
     size_t W = (size_t)warmup < val_start ? (size_t)warmup : val_start;
     for (size_t done = 0; done < W && rc == 0;) {
         int steps = W - done < (size_t)seq_len ? (int)(W - done) : seq_len;
         for (int t = 0; t < steps; t++)
-            for (int b = 0; b < B; b++) {
-                size_t at = val_start + (size_t)b * val.stream_len - W + done + (size_t)t;
-                inputs[(size_t)t * B + b] = ids[at];
-                targets[(size_t)t * B + b] = ids[at + 1];
-            }
-        double ignored;
-        rc = run_window(eval_model, inputs, targets, steps, &ignored, "warm-up", err);
+            for (int b = 0; b < B; b++)
+                inputs[(size_t)t * B + b] = ids[val_start + (size_t)b * val.stream_len - W + done + (size_t)t];
+        if (gpurnn_infer(eval_model, inputs, steps, GPURNN_INFER_NONE, GPURNN_PROBS, NULL, 0) != GPURNN_OK)
+            rc = charrnn_fail(err, "the validation warm-up failed: %s", gpurnn_last_error());
         done += (size_t)steps;
     }
     double sum = 0.0;
@@ -55,12 +43,13 @@ int charrnn_evaluate(gpurnn_model *model, gpurnn_model *eval_model, const int32_
         size_t left = val.stream_len - offset;
         int steps = left < (size_t)seq_len ? (int)left : seq_len;
         charrnn_streams_fill(&val, offset, steps, inputs, targets);
-        double loss;
-        rc = run_window(eval_model, inputs, targets, steps, &loss, "scoring", err);
-        sum += loss * steps; /* the model's loss is the mean over this piece's steps x streams */
+        double log_likelihood;
+        if (gpurnn_score(eval_model, inputs, targets, steps, &log_likelihood) != GPURNN_OK)
+            rc = charrnn_fail(err, "the validation pass failed: %s", gpurnn_last_error());
+        sum -= log_likelihood;
         offset += (size_t)steps;
     }
-    if (rc == 0) *loss_out = sum / (double)val.stream_len;
+    if (rc == 0) *loss_out = sum / ((double)val.stream_len * B);
 done:
     free(params);
     free(inputs);

@@ -9,7 +9,8 @@
  * stream runs the `warmup` characters just before its piece through the model unscored
  * (for stream 0, the end of the training text): its state at the first scored character
  * is then close to what one pass over the whole text would have there. The positions are
- * the same at every evaluation, so the curve compares like with like.
+ * the same at every evaluation, so the curve compares like with like. Warm-up and scoring
+ * use gpurnn_infer and gpurnn_score: no activations are kept, no gradient is touched.
  */
 #ifndef CHARRNN_EVALUATE_H
 #define CHARRNN_EVALUATE_H

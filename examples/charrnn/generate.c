@@ -58,14 +58,14 @@ int charrnn_generate(charrnn_sampler *s, const charrnn_vocab *vocab, const unsig
         charrnn_fail(err, "cannot reset the sampling state: %s", gpurnn_last_error());
         goto done;
     }
-    /* Read the prime, all but its last character, in pieces of at most seq_len steps; the
-     * targets (the next characters) are what forward wants, the loss is not used. */
+    /* Prime with all but the prime's last character (gpurnn_sample feeds that one), in
+     * pieces of at most seq_len steps. */
     for (size_t start = 0; start + 1 < prime_len;) {
         size_t steps = prime_len - 1 - start;
         if (steps > (size_t)s->seq_len)
             steps = (size_t)s->seq_len;
-        double loss;
-        if (gpurnn_forward(s->model, ids + start, ids + start + 1, (int)steps, &loss) != GPURNN_OK) {
+        if (gpurnn_infer(s->model, ids + start, (int)steps, GPURNN_INFER_NONE, GPURNN_PROBS, NULL, 0) !=
+            GPURNN_OK) {
             charrnn_fail(err, "cannot read the prime text: %s", gpurnn_last_error());
             goto done;
         }
