@@ -548,6 +548,16 @@ gpurnn_status gpurnn_optimizer_reset(gpurnn_model *m)
     return GPURNN_OK;
 }
 
+/* The draw count and temperature of gpurnn_sample and gpurnn_sample_batch. */
+static gpurnn_status check_draws(const char *fn, int n, double temperature)
+{
+    if (n < 1) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: n = %d must be >= 1", fn, n);
+    if (!isfinite(temperature) || temperature < 0)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: temperature = %g must be finite and >= 0",
+                           fn, temperature);
+    return GPURNN_OK;
+}
+
 gpurnn_status gpurnn_sample(gpurnn_model *m, int32_t first_token, int n, double temperature,
                             unsigned long long seed, int32_t *out)
 {
@@ -557,10 +567,8 @@ gpurnn_status gpurnn_sample(gpurnn_model *m, int32_t first_token, int n, double 
     if (first_token < 0 || first_token >= m->cfg.vocab_size)
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: first_token %d is outside [0, %d)", fn,
                            (int)first_token, m->cfg.vocab_size);
-    if (n < 1) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: n = %d must be >= 1", fn, n);
-    if (!isfinite(temperature) || temperature < 0)
-        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: temperature = %g must be finite and >= 0",
-                           fn, temperature);
+    gpurnn_status checked = check_draws(fn, n, temperature);
+    if (checked != GPURNN_OK) return checked;
     gpurnn_status s = m->ops->sample(m->ctx, first_token, n, temperature, seed, out);
     if (s == GPURNN_ERR_NUMERIC) s = append_magnitudes(m, s);
     return s == GPURNN_OK ? s : gpurnn_fail_context(s, fn);
@@ -629,10 +637,8 @@ gpurnn_status gpurnn_sample_batch(gpurnn_model *m, const int32_t *first_tokens, 
         if (first_tokens[b] < 0 || first_tokens[b] >= m->cfg.vocab_size)
             return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: first_tokens[%d] = %d (b=%d) is outside [0, %d)",
                                fn, b, (int)first_tokens[b], b, m->cfg.vocab_size);
-    if (n < 1) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: n = %d must be >= 1", fn, n);
-    if (!isfinite(temperature) || temperature < 0)
-        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: temperature = %g must be finite and >= 0",
-                           fn, temperature);
+    gpurnn_status checked = check_draws(fn, n, temperature);
+    if (checked != GPURNN_OK) return checked;
     gpurnn_status s = m->ops->sample_batch(m->ctx, first_tokens, n, temperature, seed, out);
     if (s == GPURNN_ERR_NUMERIC) s = append_magnitudes(m, s);
     return s == GPURNN_OK ? s : gpurnn_fail_context(s, fn);
