@@ -321,14 +321,20 @@ static gpurnn_status check_tokens(const char *fn, const char *what, const int32_
     return GPURNN_OK;
 }
 
-gpurnn_status gpurnn_check_sequence(const char *fn, const gpurnn_model *m, const int32_t *inputs,
-                                    const int32_t *targets, int T)
+/* The model, T and the (T, B) inputs of a call that runs the recurrence. */
+static gpurnn_status check_inputs(const char *fn, const gpurnn_model *m, const int32_t *inputs, int T)
 {
     if (!m) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: model is NULL", fn);
     if (T < 1 || T > m->cfg.max_seq_len)
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: T = %d is outside [1, %d] (max_seq_len)",
                            fn, T, m->cfg.max_seq_len);
-    gpurnn_status s = check_tokens(fn, "inputs", inputs, T, m->cfg.batch_size, m->cfg.vocab_size);
+    return check_tokens(fn, "inputs", inputs, T, m->cfg.batch_size, m->cfg.vocab_size);
+}
+
+gpurnn_status gpurnn_check_sequence(const char *fn, const gpurnn_model *m, const int32_t *inputs,
+                                    const int32_t *targets, int T)
+{
+    gpurnn_status s = check_inputs(fn, m, inputs, T);
     if (s != GPURNN_OK) return s;
     return check_tokens(fn, "targets", targets, T, m->cfg.batch_size, m->cfg.vocab_size);
 }
@@ -580,11 +586,7 @@ gpurnn_status gpurnn_infer(gpurnn_model *m, const int32_t *inputs, int T, gpurnn
                            gpurnn_prob_kind kind, double *out, size_t out_count)
 {
     const char *fn = "gpurnn_infer";
-    if (!m) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: model is NULL", fn);
-    if (T < 1 || T > m->cfg.max_seq_len)
-        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: T = %d is outside [1, %d] (max_seq_len)",
-                           fn, T, m->cfg.max_seq_len);
-    gpurnn_status s = check_tokens(fn, "inputs", inputs, T, m->cfg.batch_size, m->cfg.vocab_size);
+    gpurnn_status s = check_inputs(fn, m, inputs, T);
     if (s != GPURNN_OK) return s;
     if (what != GPURNN_INFER_NONE && what != GPURNN_INFER_LAST && what != GPURNN_INFER_EACH_STEP)
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
