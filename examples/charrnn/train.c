@@ -81,7 +81,7 @@ typedef struct run {
     const char *text_name; /* for messages: the path, or "the built-in corpus" */
     int32_t *ids;
     charrnn_split split;
-    charrnn_streams train, val;
+    charrnn_streams train;
     int val_batch; /* streams of the validation model, 0 without validation */
 
     charrnn_checkpoint ck; /* settings, vocabulary, progress and history */
@@ -281,7 +281,9 @@ static int prepare_data(run *r)
         return charrnn_fail(&r->err, "%s: the data position is outside the text", r->opt->resume_path);
     if (r->split.val_len >= 2) {
         r->val_batch = charrnn_validation_batch(r->split.val_len, c->batch, c->seq_len);
-        if (charrnn_streams_init(&r->val, r->ids + r->split.train_len, r->split.val_len,
+        /* charrnn_evaluate lays the same streams out each time; fail here, before training */
+        charrnn_streams val;
+        if (charrnn_streams_init(&val, r->ids + r->split.train_len, r->split.val_len,
                                  r->val_batch, c->seq_len, &r->err) != 0)
             return -1;
     }
