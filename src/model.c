@@ -71,21 +71,20 @@ static gpurnn_status select_backend(gpurnn_backend requested, gpurnn_dtype dtype
                                     gpurnn_backend *resolved,
                                     const gpurnn_backend_ops **ops)
 {
-    if (requested != GPURNN_BACKEND_CPU) {
-        if (requested != GPURNN_BACKEND_CUDA && requested != GPURNN_BACKEND_AUTO)
-            return gpurnn_backend_check(requested); /* names the unknown value */
-        char saved[512];
-        strncpy(saved, gpurnn_last_error(), sizeof saved - 1);
-        saved[sizeof saved - 1] = '\0';
-        const gpurnn_module *module = NULL;
+    if (requested != GPURNN_BACKEND_CPU && requested != GPURNN_BACKEND_CUDA && requested != GPURNN_BACKEND_AUTO)
+        return gpurnn_backend_check(requested); /* names the unknown value */
+    const gpurnn_module *module = NULL;
+    if (requested == GPURNN_BACKEND_CUDA) {
         gpurnn_status s = cuda_module_usable(&module);
-        if (s == GPURNN_OK && (requested == GPURNN_BACKEND_CUDA || !module->is_emulator)) {
-            *resolved = GPURNN_BACKEND_CUDA;
-            *ops = module->ops(dtype);
-            return GPURNN_OK;
-        }
-        if (requested == GPURNN_BACKEND_CUDA) return s;
-        gpurnn_fail(GPURNN_OK, "%s", saved); /* AUTO's choice of the CPU is not a failure */
+        if (s != GPURNN_OK) return s;
+    } else if (requested == GPURNN_BACKEND_AUTO && gpurnn_backend_available(GPURNN_BACKEND_CUDA)) {
+        /* available: loaded and probed already, so this succeeds (the probe is cached) */
+        if (cuda_module_usable(&module) != GPURNN_OK || module->is_emulator) module = NULL;
+    }
+    if (module) {
+        *resolved = GPURNN_BACKEND_CUDA;
+        *ops = module->ops(dtype);
+        return GPURNN_OK;
     }
     *resolved = GPURNN_BACKEND_CPU;
     *ops = gpurnn_cpu_backend(dtype);
