@@ -60,21 +60,9 @@ double max_abs_diff(const std::vector<double> &a, const std::vector<double> &b)
 RandomModel make_model_with_policy(gpurnn_backend backend, gpurnn_dtype dt, int V, int H, int B, int max_T,
                                    int bptt_every, uint64_t seed)
 {
-    RandomModel r;
-    r.cfg = make_config(backend, dt, V, H, B, max_T, GPURNN_LOSS_SUM, seed);
-    r.cfg.bptt_checkpoint_every = bptt_every;
-    r.m = create_model(r.cfg);
-    if (!r.m) return r;
-    Rng rng(seed * 31 + 5);
-    r.params = random_normal(ref_param_count(V, H), rng, 0.3);
-    r.state = random_normal((size_t)B * H, rng, 0.5);
-    if (dt == GPURNN_F32) {
-        r.params = round_to_float(r.params);
-        r.state = round_to_float(r.state);
-    }
-    EXPECT_EQ(gpurnn_params_set(r.m.get(), r.params.data(), r.params.size()), GPURNN_OK) << gpurnn_last_error();
-    EXPECT_EQ(gpurnn_state_set(r.m.get(), r.state.data(), r.state.size()), GPURNN_OK) << gpurnn_last_error();
-    return r;
+    gpurnn_config cfg = make_config(backend, dt, V, H, B, max_T, GPURNN_LOSS_SUM, seed);
+    cfg.bptt_checkpoint_every = bptt_every;
+    return make_random_model(cfg, seed);
 }
 
 }  // namespace

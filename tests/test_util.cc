@@ -163,15 +163,21 @@ RandomModel make_random_model(gpurnn_backend backend, gpurnn_dtype dtype, int V,
                               int max_seq_len, gpurnn_loss_reduction reduction, uint64_t seed,
                               double param_scale, double state_scale)
 {
+    return make_random_model(make_config(backend, dtype, V, H, B, max_seq_len, reduction, seed), seed, param_scale,
+                             state_scale);
+}
+
+RandomModel make_random_model(const gpurnn_config &cfg, uint64_t seed, double param_scale, double state_scale)
+{
     RandomModel r;
-    r.cfg = make_config(backend, dtype, V, H, B, max_seq_len, reduction, seed);
+    r.cfg = cfg;
     r.m = create_model(r.cfg);
     if (!r.m)
         return r;
     Rng rng(seed * 7919 + 17);
-    r.params = random_normal(ref_param_count(V, H), rng, param_scale);
-    r.state = random_normal((size_t)B * (size_t)H, rng, state_scale);
-    if (dtype == GPURNN_F32) {
+    r.params = random_normal(ref_param_count(cfg.vocab_size, cfg.hidden_size), rng, param_scale);
+    r.state = random_normal((size_t)cfg.batch_size * (size_t)cfg.hidden_size, rng, state_scale);
+    if (cfg.dtype == GPURNN_F32) {
         r.params = round_to_float(r.params);
         r.state = round_to_float(r.state);
     }

@@ -73,6 +73,9 @@ struct RandomModel {
 RandomModel make_random_model(gpurnn_backend backend, gpurnn_dtype dtype, int V, int H, int B,
                               int max_seq_len, gpurnn_loss_reduction reduction, uint64_t seed,
                               double param_scale = 0.3, double state_scale = 0.5);
+/* The same for a config made by the caller (e.g. with a BPTT checkpoint interval). */
+RandomModel make_random_model(const gpurnn_config &cfg, uint64_t seed, double param_scale = 0.3,
+                              double state_scale = 0.5);
 
 /* Everything observable about a model that a failed call must leave alone. */
 struct Snapshot {
