@@ -88,6 +88,33 @@ typedef enum { GPURNN_LOSS_SUM, GPURNN_LOSS_MEAN } gpurnn_loss_reduction;
  * Gradients and optimizer state use the same layout. */
 typedef enum { GPURNN_WXH, GPURNN_WHH, GPURNN_WHY, GPURNN_BH, GPURNN_BY, GPURNN_NUM_TENSORS } gpurnn_tensor;
 
+/* The recurrent cell of every layer. Layer l at step t has input x (the one-hot token for
+ * l = 0, h of layer l-1 at step t above it) and its own h_prev (and c_prev); its weights
+ * hold G gates of H rows each, in PyTorch's (and cuDNN's) order:
+ *   GPURNN_CELL_TANH  G = 1    h = tanh(W_ih x + W_hh h_prev + b)
+ *   GPURNN_CELL_RELU  G = 1    h = max(0, W_ih x + W_hh h_prev + b)
+ *   GPURNN_CELL_GRU   G = 3    r = sigmoid(W_ir x + b_ir + W_hr h_prev + b_hr)
+ *                   (r, z, n)  z = sigmoid(W_iz x + b_iz + W_hz h_prev + b_hz)
+ *                              n = tanh(W_in x + b_in + r * (W_hn h_prev + b_hn))
+ *                              h = (1 - z) * n + z * h_prev
+ *   GPURNN_CELL_LSTM  G = 4    i, f, o = sigmoid(W_i* x + b_i* + W_h* h_prev + b_h*)
+ *                (i, f, g, o)  g = tanh(W_ig x + b_ig + W_hg h_prev + b_hg)
+ *                              c = f * c_prev + i * g ;  h = o * tanh(c)
+ * The output layer reads h of the top layer: y_t = Why h^{L-1}_t + by.
+ * Parameter layout (row-major; gate k occupies rows [k*H, (k+1)*H) of its tensor):
+ *   for l = 0 .. L-1:  W_ih_l (G*H, V for l = 0, else H), W_hh_l (G*H, H)
+ *   Why (V, H)
+ *   for l = 0 .. L-1:  TANH/RELU: b_l (H)  (PyTorch's bias_ih_l + bias_hh_l)
+ *                      GRU/LSTM:  b_ih_l (G*H), b_hh_l (G*H)
+ *   by (V)
+ * With one TANH or RELU layer these are Wxh, Whh, Why, bh, by above (and the five
+ * gpurnn_tensor ids keep their meaning); gpurnn_tensor_count / gpurnn_tensor_info describe
+ * the tensors of any model. */
+typedef enum { GPURNN_CELL_TANH, GPURNN_CELL_RELU, GPURNN_CELL_GRU, GPURNN_CELL_LSTM } gpurnn_cell;
+
+/* The most layers a model may have. */
+#define GPURNN_MAX_LAYERS 1024
+
 /* An opaque model: its parameters, gradients, optimizer state, carried hidden state and
  * the activations of its last forward pass, on one backend. */
 typedef struct gpurnn_model gpurnn_model;
@@ -117,6 +144,8 @@ typedef struct gpurnn_config {
      * Neither field is saved in checkpoint files: a loaded model chooses again. */
     int bptt_checkpoint_every;
     unsigned long long activation_budget_bytes;  /* 0 means the default, 1 GiB */
+    gpurnn_cell cell;               /* every layer's cell (see gpurnn_cell): default TANH */
+    int num_layers;                 /* L, in [0, GPURNN_MAX_LAYERS]: 0 means 1 */
 } gpurnn_config;
 
 #define GPURNN_BPTT_KEEP_ALL (-1)
@@ -128,7 +157,8 @@ typedef struct gpurnn_config {
 
 /* Fills every field with its default: V = H = B = 0 (the caller must set them),
  * max_seq_len 0 (must be set), F32, AUTO, LOSS_SUM, seed 0, init_scale 0.01,
- * bptt_checkpoint_every 0 (automatic), activation_budget_bytes 1 GiB.
+ * bptt_checkpoint_every 0 (automatic), activation_budget_bytes 1 GiB, cell TANH,
+ * num_layers 1 (stored as 0 in a zeroed struct; gpurnn_model_config reports 1).
  * A zero-initialised struct has the same meaning. */
 GPURNN_API void gpurnn_config_init(gpurnn_config *cfg);
 
@@ -207,12 +237,37 @@ GPURNN_API gpurnn_status gpurnn_backend_check(gpurnn_backend b);
  * no module file was found. The string lives as long as the process. */
 GPURNN_API const char *gpurnn_backend_module(gpurnn_backend b);
 
-/* Number of parameters: 2HV + H^2 + H + V. 0 for NULL. */
+/* Number of parameters: 2HV + H^2 + H + V for one tanh/ReLU layer; in general the sum of
+ * the sizes of the tensors in gpurnn_cell's layout. 0 for NULL. */
 GPURNN_API size_t gpurnn_param_count(const gpurnn_model *m);
 /* Offset of tensor t in the flat buffer and its number of elements (see the table
- * above). 0 for NULL or an unknown tensor. */
+ * above), for a model of one TANH or RELU layer. 0 for NULL, an unknown tensor, or any
+ * other model (use gpurnn_tensor_info). */
 GPURNN_API size_t gpurnn_tensor_offset(const gpurnn_model *m, gpurnn_tensor t);
 GPURNN_API size_t gpurnn_tensor_size(const gpurnn_model *m, gpurnn_tensor t);
+
+/* One tensor of a model's flat parameter buffer. */
+typedef struct gpurnn_tensor_info {
+    char name[24];      /* "Wxh", "Whh", "Why", "bh", "by" for one tanh/ReLU layer; otherwise
+                           "W_ih_l0", "W_hh_l0", ..., "Why", "b_l0" (tanh/ReLU) or "b_ih_l0",
+                           "b_hh_l0" (GRU/LSTM), ..., "by" */
+    int layer;          /* l for a recurrent layer's tensor, -1 for Why and by */
+    int ndim;           /* 2 for a matrix, 1 for a vector */
+    size_t shape[2];    /* (rows, cols), or (size, 1) for a vector */
+    size_t offset;      /* first element in the flat buffer */
+    size_t size;        /* elements: shape[0] * shape[1] */
+} gpurnn_tensor_info;
+
+/* Number of tensors of m's layout, in buffer order (the order of gpurnn_cell's layout):
+ * 2L + 1 + L + 1 for tanh/ReLU (5 for one layer), 2L + 1 + 2L + 1 for GRU/LSTM. 0 for NULL. */
+GPURNN_API size_t gpurnn_tensor_count(const gpurnn_model *m);
+/* Describes tensor index (0 .. gpurnn_tensor_count(m) - 1) into *out.
+ * Errors: INVALID_ARGUMENT (NULL, index out of range: the message gives the count). */
+GPURNN_API gpurnn_status gpurnn_tensor_info_get(const gpurnn_model *m, size_t index, gpurnn_tensor_info *out);
+
+/* Number of values of the carried state: L*B*H, and twice that for LSTM (h, then c).
+ * 0 for NULL. */
+GPURNN_API size_t gpurnn_state_count(const gpurnn_model *m);
 
 /* Host float64 views of the flat buffers, whatever the model's dtype.
  * n must equal gpurnn_param_count(m); dst/src hold n values.
@@ -224,10 +279,13 @@ GPURNN_API gpurnn_status gpurnn_params_get(const gpurnn_model *m, double *dst, s
 GPURNN_API gpurnn_status gpurnn_params_set(gpurnn_model *m, const double *src, size_t n);
 GPURNN_API gpurnn_status gpurnn_grads_get(const gpurnn_model *m, double *dst, size_t n);
 
-/* Carried hidden state: B*H values, sequence b's vector at [b*H, (b+1)*H).
- * gpurnn_forward starts from it and leaves h_{T-1} there, as min-char-rnn's hprev
- * (no gradient crosses calls). n must equal B*H; state_set rejects values that are not
- * finite in the model's dtype.
+/* Carried state: gpurnn_state_count(m) values, PyTorch's (h_n, c_n) flattened one after
+ * the other: h of every layer, (L, B, H), sequence b's vector of layer l at
+ * [(l*B + b)*H, (l*B + b + 1)*H); then for LSTM c of every layer, (L, B, H), at
+ * L*B*H + the same index. For the vanilla model that is B*H values, sequence b's at
+ * [b*H, (b+1)*H). gpurnn_forward starts from it and leaves the state after step T-1
+ * there, as min-char-rnn's hprev (no gradient crosses calls). n must equal
+ * gpurnn_state_count(m); state_set rejects values that are not finite in the model's dtype.
  * Errors: INVALID_ARGUMENT, CUDA. */
 GPURNN_API gpurnn_status gpurnn_state_get(const gpurnn_model *m, double *dst, size_t n);
 GPURNN_API gpurnn_status gpurnn_state_set(gpurnn_model *m, const double *src, size_t n);
@@ -301,11 +359,54 @@ typedef struct gpurnn_gradcheck_result {
  * otherwise entries drawn (with replacement) from seed.
  * Leaves parameters, gradients and carried state as they were; the last forward pass is
  * used up (backward afterwards returns INVALID_STATE).
+ * Models with more tensors than five (stacked layers, GRU, LSTM) are checked by
+ * gpurnn_gradcheck_tensors below.
  * Errors: INVALID_ARGUMENT (NULL, T or a token out of range, eps not finite and > 0,
- * samples_per_tensor < 1), NUMERIC, CUDA. */
+ * samples_per_tensor < 1, a model that is not one tanh/ReLU layer), NUMERIC, CUDA. */
 GPURNN_API gpurnn_status gpurnn_gradcheck(gpurnn_model *m, const int32_t *inputs, const int32_t *targets,
                                           int T, double eps, int samples_per_tensor,
                                           unsigned long long seed, gpurnn_gradcheck_result *out);
+
+/* The gradient check of any model, tensor by tensor (gpurnn_gradcheck covers the five
+ * tensors of a one-layer tanh/ReLU model only).
+ *
+ * What passes. A central difference carries the round-off of the two losses it
+ * subtracts, about u*|L| each (u the unit round-off of the model's dtype: 2^-53 for
+ * float64, 2^-24 for float32), divided by the step: a correct gradient of -9.3e-7 can
+ * show a relative error of 5e-5 at eps = 1e-5 in float64. So each entry gets an
+ * absolute floor
+ *     atol = GPURNN_GRADCHECK_ROUNDOFF * u * max(|L(w+)|, |L(w-)|, 1) / (w+ - w-)
+ * and passes when |a - n| <= atol or |a - n| <= GPURNN_GRADCHECK_RTOL * max(|a|, |n|)
+ * (a the backpropagated gradient, n the central difference), as PyTorch's gradcheck
+ * does with atol and rtol. Entries whose gradient is above atol / RTOL must so have a
+ * relative error below RTOL (1e-5, the bar of the seed); those below it, an absolute
+ * error below atol. */
+#define GPURNN_GRADCHECK_RTOL 1e-5
+#define GPURNN_GRADCHECK_ROUNDOFF 16.0
+
+typedef struct gpurnn_gradcheck_tensor {
+    int checked;              /* entries compared */
+    int failed;               /* entries that do not pass */
+    double max_rel_error;     /* largest |a-n| / max(|a|,|n|) among entries with
+                                 max(|a|,|n|) >= atol / RTOL; 0 when there is none */
+    double max_abs_error;     /* largest |a - n| among all entries compared */
+    double max_atol;          /* largest floor atol among the entries compared */
+    size_t worst_index;       /* flat index of the entry furthest outside its bar (the
+                                 largest |a-n| / max(atol, RTOL*max(|a|,|n|))) */
+    double worst_analytic, worst_numeric;  /* a and n at worst_index */
+} gpurnn_gradcheck_tensor;
+
+/* Compares backpropagated gradients with central differences for every tensor of m:
+ * out[k] (out_count = gpurnn_tensor_count(m)) reports tensor k of gpurnn_tensor_info.
+ * Entries are chosen, perturbed and restored as by gpurnn_gradcheck; a NaN in a result
+ * counts as a failure and stays visible in max_abs_error. Returns GPURNN_OK when the
+ * check ran, whatever it found: the caller reads failed.
+ * Errors: as gpurnn_gradcheck, and INVALID_ARGUMENT for out_count other than the tensor
+ * count. */
+GPURNN_API gpurnn_status gpurnn_gradcheck_tensors(gpurnn_model *m, const int32_t *inputs, const int32_t *targets,
+                                                  int T, double eps, int samples_per_tensor,
+                                                  unsigned long long seed, gpurnn_gradcheck_tensor *out,
+                                                  size_t out_count);
 
 /* Feeds first_token, then each drawn token, starting from sequence 0's carried state;
  * writes the n tokens drawn to out[0..n-1]; p ∝ exp(y/temperature), temperature 0 =

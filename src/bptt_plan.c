@@ -2,6 +2,8 @@
 
 #include <math.h>
 
+#include "layout.h"
+
 int gpurnn_chunk_steps(int V, int H, int B, int max_T)
 {
     const size_t budget = (size_t)1 << 18; /* elements in the larger chunk buffer */
@@ -16,8 +18,10 @@ static size_t dtype_bytes(gpurnn_dtype d) { return d == GPURNN_F64 ? sizeof(doub
 
 size_t gpurnn_history_bytes(const gpurnn_config *cfg)
 {
+    gpurnn_layout lay;
+    gpurnn_layout_of(&lay, cfg);
     return ((size_t)cfg->max_seq_len + 1) * (size_t)cfg->batch_size * (size_t)cfg->hidden_size *
-           dtype_bytes(cfg->dtype);
+           gpurnn_layout_step_streams(&lay) * dtype_bytes(cfg->dtype);
 }
 
 int gpurnn_resolve_checkpoint_every(const gpurnn_config *cfg)

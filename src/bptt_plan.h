@@ -18,8 +18,8 @@ extern "C" {
  * the (C*B, V) and (C*B, H) chunk buffers stay small whatever T is. */
 int gpurnn_chunk_steps(int V, int H, int B, int max_T);
 
-/* Bytes of the full hidden-state history, (max_T + 1, B, H) values of the dtype
- * (config sizes already checked against overflow). */
+/* Bytes of the full activation history, (max_T + 1, streams, B, H) values of the dtype,
+ * streams as gpurnn_layout_step_streams (config sizes already checked against overflow). */
 size_t gpurnn_history_bytes(const gpurnn_config *cfg);
 
 /* The checkpoint interval k a config resolves to (GPURNN_BPTT_KEEP_ALL or >= 1), given

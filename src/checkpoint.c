@@ -337,8 +337,9 @@ static int check_values(const ckpt_header *h, const ckpt_section *s, uint64_t fi
                      at % h->hidden_size);
         } else {
             where[0] = ' ';
-            gpurnn_layout_describe(h->vocab_size, h->hidden_size, (size_t)at, where + 1,
-                                   sizeof where - 1);
+            gpurnn_layout lay;
+            gpurnn_layout_init(&lay, h->vocab_size, h->hidden_size, GPURNN_CELL_TANH, 1);
+            gpurnn_layout_describe(&lay, (size_t)at, where + 1, sizeof where - 1);
         }
         const char *sep =
             s->buffer == GPURNN_BUF_PARAMS || s->buffer == GPURNN_BUF_STATE ? "" : " at";

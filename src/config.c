@@ -5,6 +5,7 @@
 
 #include "bptt_plan.h"
 #include "error.h"
+#include "layout.h"
 #include "model.h"
 
 /* A bound on |gpurnn_normal()| (it never exceeds 8.58). */
@@ -21,46 +22,37 @@ void gpurnn_config_init(gpurnn_config *cfg)
     cfg->activation_budget_bytes = GPURNN_DEFAULT_ACTIVATION_BUDGET;
 }
 
-static int mul_overflows(size_t a, size_t b, size_t *out)
-{
-    if (a != 0 && b > SIZE_MAX / a) return 1;
-    *out = a * b;
-    return 0;
-}
-
-static int add_overflows(size_t a, size_t b, size_t *out)
-{
-    if (b > SIZE_MAX - a) return 1;
-    *out = a + b;
-    return 0;
-}
-
 /* Every buffer any backend allocates must have a byte size that fits size_t; checking
  * the largest ones here lets backends multiply freely. */
 static gpurnn_status check_sizes(const gpurnn_config *c)
 {
     size_t V = (size_t)c->vocab_size, H = (size_t)c->hidden_size, B = (size_t)c->batch_size;
+    size_t L = (size_t)(c->num_layers < 1 ? 1 : c->num_layers), G = (size_t)gpurnn_cell_gates(c->cell);
     /* + 256: a checkpointed run's window may hold up to 255 alignment states more */
     size_t T1 = (size_t)c->max_seq_len + 1 + 256;
-    size_t hv, hh, params, bytes, states, tokens;
-    int overflow = mul_overflows(H, V, &hv) || mul_overflows(H, H, &hh) ||
-                   add_overflows(hv, hv, &params) || add_overflows(params, hh, &params) ||
-                   add_overflows(params, H + V, &params) ||
-                   mul_overflows(params, 8 * sizeof(double), &bytes);
+    /* streams per step (layout.h) are at most 6 per layer; 8 covers them with room */
+    size_t gh, w0, w1, params, bytes, states, tokens, widest;
+    int overflow = __builtin_mul_overflow(G, H, &gh) || __builtin_mul_overflow(gh, V + H, &w0) ||
+                   __builtin_mul_overflow(gh, 2 * H, &w1) || __builtin_mul_overflow(w1, L, &w1) ||
+                   __builtin_add_overflow(w0, w1, &params) ||
+                   __builtin_add_overflow(params, 2 * V * H + 2 * L * gh + V, &params) ||
+                   __builtin_mul_overflow(params, 8 * sizeof(double), &bytes) || H > SIZE_MAX / (V + 1);
     if (overflow)
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
-                           "vocab_size = %d and hidden_size = %d give a parameter buffer whose size "
-                           "overflows size_t",
-                           c->vocab_size, c->hidden_size);
-    overflow = mul_overflows(T1, B, &states) || mul_overflows(states, H, &states) ||
-               mul_overflows(states, 2 * sizeof(double), &bytes) ||
-               mul_overflows(T1, B, &tokens) || mul_overflows(tokens, 4 * sizeof(double), &bytes) ||
-               mul_overflows(B, V, &bytes) || mul_overflows(bytes, 2 * sizeof(double), &bytes);
+                           "vocab_size = %d, hidden_size = %d and num_layers = %d give a parameter buffer "
+                           "whose size overflows size_t",
+                           c->vocab_size, c->hidden_size, c->num_layers);
+    widest = V > gh ? V : gh;
+    overflow = __builtin_mul_overflow(T1, B, &states) || __builtin_mul_overflow(states, H, &states) ||
+               __builtin_mul_overflow(states, 8 * L, &states) ||
+               __builtin_mul_overflow(states, 2 * sizeof(double), &bytes) ||
+               __builtin_mul_overflow(T1, B, &tokens) || __builtin_mul_overflow(tokens, 4 * sizeof(double), &bytes) ||
+               __builtin_mul_overflow(B, widest, &bytes) || __builtin_mul_overflow(bytes, 8 * L * sizeof(double), &bytes);
     if (overflow)
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
-                           "max_seq_len = %d, batch_size = %d, hidden_size = %d and vocab_size = %d "
-                           "give activation buffers whose size overflows size_t",
-                           c->max_seq_len, c->batch_size, c->hidden_size, c->vocab_size);
+                           "max_seq_len = %d, batch_size = %d, hidden_size = %d, vocab_size = %d and "
+                           "num_layers = %d give activation buffers whose size overflows size_t",
+                           c->max_seq_len, c->batch_size, c->hidden_size, c->vocab_size, c->num_layers);
     return GPURNN_OK;
 }
 
@@ -112,6 +104,14 @@ gpurnn_status gpurnn_config_resolve(const gpurnn_config *in, gpurnn_config *out)
                            "bptt_checkpoint_every = %d must be >= 1, 0 (automatic) or "
                            "GPURNN_BPTT_KEEP_ALL (-1)",
                            c.bptt_checkpoint_every);
+    if ((unsigned)c.cell > GPURNN_CELL_LSTM)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "cell = %d is not GPURNN_CELL_TANH (0), _RELU (1), _GRU (2) or _LSTM (3)", (int)c.cell);
+    if (c.num_layers < 0 || c.num_layers > GPURNN_MAX_LAYERS)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "num_layers = %d must be in [1, GPURNN_MAX_LAYERS = %d] (0 means 1)", c.num_layers,
+                           GPURNN_MAX_LAYERS);
+    if (c.num_layers == 0) c.num_layers = 1;
     if (c.activation_budget_bytes == 0) c.activation_budget_bytes = GPURNN_DEFAULT_ACTIVATION_BUDGET;
     gpurnn_status s = check_sizes(&c);
     if (s != GPURNN_OK) return s;

@@ -72,10 +72,10 @@ static gpurnn_status run_check(gpurnn_model *m, const saved_buffers *saved, cons
     if (s == GPURNN_OK) s = m->ops->read(m->ctx, GPURNN_BUF_GRADS, 0, m->param_count, analytic);
     if (s != GPURNN_OK) return s;
 
-    size_t V = (size_t)m->cfg.vocab_size, H = (size_t)m->cfg.hidden_size;
     for (int t = 0; t < GPURNN_NUM_TENSORS; t++) {
-        size_t offset = gpurnn_layout_offset(V, H, (gpurnn_tensor)t);
-        size_t size = gpurnn_layout_size(V, H, (gpurnn_tensor)t);
+        gpurnn_tensor_info info;
+        gpurnn_layout_tensor(&m->layout, (size_t)t, &info);
+        size_t offset = info.offset, size = info.size;
         size_t count = size < (size_t)samples ? size : (size_t)samples;
         double worst = 0;
         for (size_t k = 0; k < count; k++) {
@@ -117,6 +117,12 @@ gpurnn_status gpurnn_gradcheck(gpurnn_model *m, const int32_t *inputs, const int
     if (samples_per_tensor < 1)
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: samples_per_tensor = %d must be >= 1",
                            fn, samples_per_tensor);
+
+    if (m->layout.tensor_count != GPURNN_NUM_TENSORS)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "%s: the model has %zu tensors (%d layers of %s), more than its result holds; "
+                           "use gpurnn_gradcheck_tensors",
+                           fn, m->layout.tensor_count, m->layout.L, gpurnn_cell_name(m->layout.cell));
 
     saved_buffers saved = {0};
     s = save_buffers(m, &saved);

@@ -106,13 +106,16 @@ gpurnn_status gpurnn_model_create_empty(const gpurnn_config *resolved, gpurnn_mo
                            sizeof *m);
     m->cfg = cfg;
     m->ops = ops;
-    m->param_count = gpurnn_layout_param_count((size_t)cfg.vocab_size, (size_t)cfg.hidden_size);
-    m->state_count = (size_t)cfg.batch_size * (size_t)cfg.hidden_size;
+    gpurnn_layout_of(&m->layout, &cfg);
+    m->param_count = m->layout.count;
+    m->state_count = gpurnn_layout_state_count(&m->layout, (size_t)cfg.batch_size);
     s = ops->create(&m->cfg, &m->ctx);
     if (s != GPURNN_OK && resolved->backend == GPURNN_BACKEND_AUTO && cfg.backend != GPURNN_BACKEND_CPU &&
-        (s == GPURNN_ERR_INVALID_ARGUMENT || s == GPURNN_ERR_OUT_OF_MEMORY || s == GPURNN_ERR_CUDA)) {
+        (s == GPURNN_ERR_INVALID_ARGUMENT || s == GPURNN_ERR_OUT_OF_MEMORY || s == GPURNN_ERR_CUDA ||
+         s == GPURNN_ERR_BACKEND_UNAVAILABLE)) {
         /* AUTO means the CPU where CUDA cannot hold this configuration (too many tokens for
-         * its int32 indices, or too little device memory) or the device fails to set it up */
+         * its int32 indices, too little device memory, a cell it does not implement) or the
+         * device fails to set it up */
         m->cfg.backend = GPURNN_BACKEND_CPU;
         m->ops = gpurnn_cpu_backend(cfg.dtype);
         s = m->ops->create(&m->cfg, &m->ctx);
@@ -125,13 +128,13 @@ gpurnn_status gpurnn_model_create_empty(const gpurnn_config *resolved, gpurnn_mo
     return GPURNN_OK;
 }
 
-/* N(0, 1) * init_scale for the three matrices, indexed by flat position so that every
- * backend and dtype starts from the same values; biases stay zero. */
+/* N(0, 1) * init_scale for every matrix (they all come before the biases), indexed by
+ * flat position so that every backend and dtype starts from the same values; biases stay
+ * zero. */
 static gpurnn_status init_weights(gpurnn_model *m)
 {
     double chunk[GPURNN_HOST_CHUNK];
-    size_t V = (size_t)m->cfg.vocab_size, H = (size_t)m->cfg.hidden_size;
-    size_t end = gpurnn_layout_offset(V, H, GPURNN_BH);
+    size_t end = gpurnn_layout_weights_end(&m->layout);
     for (size_t start = 0; start < end; start += GPURNN_HOST_CHUNK) {
         size_t n = end - start < GPURNN_HOST_CHUNK ? end - start : GPURNN_HOST_CHUNK;
         for (size_t i = 0; i < n; i++)
@@ -203,17 +206,41 @@ gpurnn_status gpurnn_model_memory(const gpurnn_model *m, gpurnn_memory_report *o
 
 size_t gpurnn_param_count(const gpurnn_model *m) { return m ? m->param_count : 0; }
 
+/* The five ids name the tensors of one tanh/ReLU layer, whose table has them in order. */
+static int five_tensor_model(const gpurnn_model *m) { return m->layout.tensor_count == GPURNN_NUM_TENSORS; }
+
 size_t gpurnn_tensor_offset(const gpurnn_model *m, gpurnn_tensor t)
 {
-    if (!m) return 0;
-    return gpurnn_layout_offset((size_t)m->cfg.vocab_size, (size_t)m->cfg.hidden_size, t);
+    if (!m || (unsigned)t >= GPURNN_NUM_TENSORS || !five_tensor_model(m)) return 0;
+    gpurnn_tensor_info info;
+    gpurnn_layout_tensor(&m->layout, (size_t)t, &info);
+    return info.offset;
 }
 
 size_t gpurnn_tensor_size(const gpurnn_model *m, gpurnn_tensor t)
 {
-    if (!m) return 0;
-    return gpurnn_layout_size((size_t)m->cfg.vocab_size, (size_t)m->cfg.hidden_size, t);
+    if (!m || (unsigned)t >= GPURNN_NUM_TENSORS || !five_tensor_model(m)) return 0;
+    gpurnn_tensor_info info;
+    gpurnn_layout_tensor(&m->layout, (size_t)t, &info);
+    return info.size;
 }
+
+size_t gpurnn_tensor_count(const gpurnn_model *m) { return m ? m->layout.tensor_count : 0; }
+
+gpurnn_status gpurnn_tensor_info_get(const gpurnn_model *m, size_t index, gpurnn_tensor_info *out)
+{
+    if (!m || !out)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "gpurnn_tensor_info_get: %s is NULL",
+                           !m ? "model" : "out");
+    if (index >= m->layout.tensor_count)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "gpurnn_tensor_info_get: index %zu is outside [0, %zu), the model's tensors",
+                           index, m->layout.tensor_count);
+    gpurnn_layout_tensor(&m->layout, index, out);
+    return GPURNN_OK;
+}
+
+size_t gpurnn_state_count(const gpurnn_model *m) { return m ? m->state_count : 0; }
 
 /* ---- host views of the flat buffers ---------------------------------------------- */
 
@@ -262,8 +289,7 @@ gpurnn_status gpurnn_params_set(gpurnn_model *m, const double *src, size_t n)
     size_t bad;
     if (first_nonfinite(src, n, m->cfg.dtype, &bad) != GPURNN_OK) {
         char where[64];
-        gpurnn_layout_describe((size_t)m->cfg.vocab_size, (size_t)m->cfg.hidden_size, bad, where,
-                               sizeof where);
+        gpurnn_layout_describe(&m->layout, bad, where, sizeof where);
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
                            "gpurnn_params_set: value %g at index %zu (%s) is not finite in the model's dtype", src[bad],
                            bad, where);
@@ -277,7 +303,7 @@ gpurnn_status gpurnn_params_set(gpurnn_model *m, const double *src, size_t n)
 gpurnn_status gpurnn_state_get(const gpurnn_model *m, double *dst, size_t n)
 {
     gpurnn_status s = check_view("gpurnn_state_get", m, dst, n, m ? m->state_count : 0,
-                                 "state values (batch_size * hidden_size)");
+                                 "state values (gpurnn_state_count)");
     if (s != GPURNN_OK) return s;
     return m->ops->read(m->ctx, GPURNN_BUF_STATE, 0, n, dst);
 }
@@ -285,14 +311,15 @@ gpurnn_status gpurnn_state_get(const gpurnn_model *m, double *dst, size_t n)
 gpurnn_status gpurnn_state_set(gpurnn_model *m, const double *src, size_t n)
 {
     gpurnn_status s = check_view("gpurnn_state_set", m, src, n, m ? m->state_count : 0,
-                                 "state values (batch_size * hidden_size)");
+                                 "state values (gpurnn_state_count)");
     if (s != GPURNN_OK) return s;
     size_t bad;
     if (first_nonfinite(src, n, m->cfg.dtype, &bad) != GPURNN_OK) {
-        size_t H = (size_t)m->cfg.hidden_size;
+        char where[64];
+        gpurnn_layout_describe_state(&m->layout, (size_t)m->cfg.batch_size, bad, where, sizeof where);
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
-                           "gpurnn_state_set: value %g at index %zu (b=%zu, unit %zu) is not finite in the model's dtype",
-                           src[bad], bad, bad / H, bad % H);
+                           "gpurnn_state_set: value %g at index %zu (%s) is not finite in the model's dtype",
+                           src[bad], bad, where);
     }
     return m->ops->write(m->ctx, GPURNN_BUF_STATE, 0, n, src);
 }
@@ -364,13 +391,11 @@ static gpurnn_status append_magnitudes(const gpurnn_model *m, gpurnn_status stat
             }
         }
     }
-    char param[64];
-    size_t H = (size_t)m->cfg.hidden_size;
-    gpurnn_layout_describe((size_t)m->cfg.vocab_size, H, where[0], param, sizeof param);
-    return gpurnn_fail(status,
-                       "%s; largest parameter %s = %g, largest carried-state value %g at b=%zu, "
-                       "unit %zu",
-                       message, param, value[0], value[1], where[1] / H, where[1] % H);
+    char param[64], state[64];
+    gpurnn_layout_describe(&m->layout, where[0], param, sizeof param);
+    gpurnn_layout_describe_state(&m->layout, (size_t)m->cfg.batch_size, where[1], state, sizeof state);
+    return gpurnn_fail(status, "%s; largest parameter %s = %g, largest carried-state value %g at %s", message,
+                       param, value[0], value[1], state);
 }
 
 gpurnn_status gpurnn_forward(gpurnn_model *m, const int32_t *inputs, const int32_t *targets, int T,
@@ -425,8 +450,7 @@ static void describe_first_nonfinite_grad(const gpurnn_model *m, char *buf, size
         size_t bad;
         if (first_nonfinite(chunk, n, GPURNN_F64, &bad) != GPURNN_OK) {
             char where[64];
-            gpurnn_layout_describe((size_t)m->cfg.vocab_size, (size_t)m->cfg.hidden_size,
-                                   start + bad, where, sizeof where);
+            gpurnn_layout_describe(&m->layout, start + bad, where, sizeof where);
             snprintf(buf, cap, "the gradient of %s is %g", where, chunk[bad]);
             return;
         }
@@ -526,8 +550,7 @@ gpurnn_status gpurnn_step(gpurnn_model *m, const gpurnn_optimizer *opt)
     if (s == GPURNN_ERR_NUMERIC) {
         char where[64];
         double g = NAN;
-        gpurnn_layout_describe((size_t)m->cfg.vocab_size, (size_t)m->cfg.hidden_size, bad, where,
-                               sizeof where);
+        gpurnn_layout_describe(&m->layout, bad, where, sizeof where);
         m->ops->read(m->ctx, GPURNN_BUF_GRADS, bad, 1, &g);
         return gpurnn_fail(GPURNN_ERR_NUMERIC,
                            "gpurnn_step: the update of %s is not finite (gradient %g); no parameter "

@@ -4,6 +4,7 @@
 
 #include "backend.h"
 #include "gpurnn.h"
+#include "layout.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -13,8 +14,9 @@ struct gpurnn_model {
     gpurnn_config cfg;               /* resolved: defaults filled, backend never AUTO */
     const gpurnn_backend_ops *ops;
     void *ctx;
-    size_t param_count;
-    size_t state_count;              /* B*H */
+    gpurnn_layout layout;            /* of cfg: where each tensor sits */
+    size_t param_count;              /* layout.count */
+    size_t state_count;              /* L*B*H, twice that for LSTM */
     int forward_valid;               /* the backend holds activations backward may use */
     int optimizer_started;           /* the optimizer slots hold state of optimizer_kind */
     gpurnn_optimizer_kind optimizer_kind;
@@ -23,14 +25,6 @@ struct gpurnn_model {
 
 /* Checks a config and fills in its defaults (backend left as asked). */
 gpurnn_status gpurnn_config_resolve(const gpurnn_config *in, gpurnn_config *out);
-
-/* Layout of the flat buffer for (V, H); sizes as in gpurnn.h. */
-size_t gpurnn_layout_param_count(size_t V, size_t H);
-size_t gpurnn_layout_offset(size_t V, size_t H, gpurnn_tensor t);
-size_t gpurnn_layout_size(size_t V, size_t H, gpurnn_tensor t);
-const char *gpurnn_tensor_name(gpurnn_tensor t);
-/* Writes "Whh[3, 7]" (or "bh[5]") for flat index i into buf. */
-void gpurnn_layout_describe(size_t V, size_t H, size_t i, char *buf, size_t cap);
 
 /* Checks a sequence call's model, T and (T, B) token arrays; fn prefixes the message. */
 gpurnn_status gpurnn_check_sequence(const char *fn, const gpurnn_model *m, const int32_t *inputs,

@@ -127,6 +127,9 @@ static void FN(destroy)(void *ctx)
 
 static gpurnn_status FN(create)(const gpurnn_config *cfg, void **out)
 {
+    if (cfg->cell != GPURNN_CELL_TANH || cfg->num_layers > 1)
+        return gpurnn_fail(GPURNN_ERR_BACKEND_UNAVAILABLE, "CPU backend: %s cells and stacked layers: not yet",
+                           gpurnn_cell_name(cfg->cell));
     cpu_ctx *c = gpurnn_calloc(1, sizeof *c);
     if (!c) return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes", sizeof *c);
     c->V = cfg->vocab_size;

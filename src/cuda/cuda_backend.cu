@@ -360,6 +360,11 @@ gpurnn_status allocate(Model<T> *m)
 template <typename T>
 gpurnn_status create(const gpurnn_config *cfg, void **out)
 {
+    if (cfg->cell != GPURNN_CELL_TANH || cfg->num_layers > 1)
+        return gpurnn_fail(GPURNN_ERR_BACKEND_UNAVAILABLE,
+                           "CUDA backend: %s cells and stacked layers (here num_layers = %d) are not "
+                           "implemented yet: only one tanh layer; the CPU backend trains every cell",
+                           gpurnn_cell_name(cfg->cell), cfg->num_layers);
     /* Token indices on the device are int32. */
     if ((long long)cfg->max_seq_len * cfg->batch_size >= ((long long)1 << 31))
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
