@@ -10,6 +10,8 @@
 #define CBLAS_GEMM cblas_sgemm
 #define CBLAS_GEMV cblas_sgemv
 #define TANH gpurnn_fast_tanhf
+/* through tanh: vectorises as TANH does, to its accuracy */
+#define SIGMOID(x) (0.5f + 0.5f * gpurnn_fast_tanhf(0.5f * (x)))
 #define EXP_NONPOSITIVE gpurnn_exp_nonpositive_f32
 #define FN_SGD gpurnn_sgd_update_f32
 #define FN_ADAGRAD gpurnn_adagrad_update_f32

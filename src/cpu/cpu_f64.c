@@ -8,6 +8,7 @@
 #define CBLAS_GEMM cblas_dgemm
 #define CBLAS_GEMV cblas_dgemv
 #define TANH tanh
+#define SIGMOID(x) (1.0 / (1.0 + exp(-(x))))
 #define EXP_NONPOSITIVE exp
 #define FN_SGD gpurnn_sgd_update_f64
 #define FN_ADAGRAD gpurnn_adagrad_update_f64

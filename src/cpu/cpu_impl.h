@@ -4,16 +4,35 @@
  *   CBLAS_GEMM    cblas_sgemm or cblas_dgemm
  *   CBLAS_GEMV    cblas_sgemv or cblas_dgemv
  *   TANH          gpurnn_fast_tanhf or tanh
+ *   SIGMOID       the logistic function of the dtype
  *   EXP_NONPOSITIVE  e^x for x <= 0 (the softmax's exponents)
  * and gets the table CPU_OPS(SFX).
  *
- * Shapes are row-major and noted as (rows, cols). Time-major activations: hidden state
- * j (B, H) is h_{j-1}, so state 0 is the carried state at forward time and state t+1 is
- * h_t. A chunk of steps t0..t1-1 works on states t0..t1 kept contiguous: its h_t are the
- * (rows = (t1-t0)*B, H) block one state after state t0, their predecessors the block at
- * state t0. With the full history they all sit in hs (max_T + 1, B, H); with checkpointed
- * BPTT (src/bptt_plan.h) only every k-th state is kept in ckpts, and a window holds the
- * states of the chunks at hand, recomputed from the checkpoint before them.
+ * Shapes are row-major and noted as (rows, cols). A model is L layers of one cell
+ * (gpurnn.h's gpurnn_cell) under one output layer; G is the cell's gate count (1, 3, 4).
+ *
+ * Activations are kept as streams of (B, H) values per time step: h of every layer, c of
+ * every layer for LSTM, then the gates each gated layer saves for backward (GRU: r, z, n
+ * and W_hn h_prev + b_hn; LSTM: i, f, g, o). The vanilla model has one stream, h. State j
+ * (B, H per stream) is the state before step j: state 0 is the carried state at forward
+ * time and state t+1 the state after step t (its gates: those of step t). An array of
+ * states (the full history hs, the checkpointed run's window, the inference ring) holds
+ * each stream in its own region, the regions `stride` values apart (a multiple of
+ * GPURNN_CPU_ALIGN, so every stream's state j has the alignment stream 0's has); a
+ * cpu_states names state j of such an array, all its streams. A chunk of steps t0..t1-1
+ * works on states t0..t1, contiguous in every stream: the h of a layer for the chunk's
+ * steps is one (rows = (t1-t0)*B, H) block. With the full history they all sit in hs
+ * (max_T + 1 states); with checkpointed BPTT (src/bptt_plan.h) only every k-th state's
+ * carried streams (h, c) are kept in ckpts, and a window holds the states of the chunks at
+ * hand, recomputed from the checkpoint before them.
+ *
+ * Per step and layer, one product of h_prev by W_hh (and, above layer 0, one of the layer
+ * below's h by W_ih; layer 0 gathers its one-hot input's column of W_ih) and one fused
+ * pointwise pass of the cell; the products have the same shapes in training, in
+ * backward's recomputation and in inference, so every one of them computes the same bits.
+ * Backward runs the chunks from the last, layer after layer downwards: per step one fused
+ * pass of the cell's derivative and one product by W_hh, then per chunk and layer the
+ * weight gradients as GEMMs and the gradient passed to the layer below as one GEMM.
  *
  * Determinism: no reduction depends on how many threads run it. Sums over rows go through
  * BLAS or through fixed-size blocks summed in order. */
@@ -26,6 +45,7 @@
 #include "../alloc.h"
 #include "../bptt_plan.h"
 #include "../error.h"
+#include "../layout.h"
 #include "../model.h"
 #include "../rng.h"
 #include "../update_math.h"
@@ -36,21 +56,40 @@
 #define FN(name) CPU_CAT(cpu_##name, SFX)
 #define CPU_OPS_NAME(sfx) CPU_CAT2(gpurnn_cpu_ops, sfx)
 
+/* State j of an array of states: stream s of it (B, H) at p + s * stride. */
+typedef struct {
+    REAL *p;
+    size_t stride;
+} cpu_states;
+
+/* Rotating sets of backward chunk buffers: chunk i uses set i % 3 in the pipelined passes,
+ * set 0 otherwise. */
+enum { CPU_BACKWARD_SETS = 3 };
+
 typedef struct {
     int V, H, B, max_T;
     gpurnn_loss_reduction reduction;
+    gpurnn_layout lay;      /* where each layer's tensors sit in the flat buffers */
+    int L, G;               /* layers; gates per layer */
+    gpurnn_cell cell;
+    int carried;            /* streams per layer carried across steps: 1 (h) or 2 (h, c) */
+    int gate_streams;       /* saved gate streams per layer: 0, or 4 for GRU and LSTM */
+    int streams;            /* per state: L * (carried + gate_streams) */
     size_t n;               /* parameter count */
     REAL *params;           /* (n) flat layout */
     REAL *grads;            /* (n) */
     REAL *opt0, *opt1;      /* (n) each: optimizer slots */
-    REAL *wxh_t;            /* (V, H): Wxh^T as of the last forward, so that the input
-                               column of a token is contiguous (a row) in the time loops */
-    REAL *state;            /* (B, H) carried hidden state */
+    REAL *w_ih0_t;          /* (V, G*H): W_ih of layer 0 transposed as of the last forward, so
+                               that the input column of a token is contiguous (a row) */
+    REAL *state;            /* (L * carried, B, H) carried state, gpurnn.h's layout */
     int ckpt_every;         /* k, or GPURNN_BPTT_KEEP_ALL */
-    REAL *hs;               /* (max_T + 1, B, H): the full history; NULL with checkpoints */
-    REAL *ckpts;            /* (max_T / k + 1, B, H): state j*k at [j] */
-    REAL *window;           /* (pad_max + window_states, B, H), or three segment buffers */
-    REAL *window_first;     /* where state window_lo sits in window */
+    REAL *hs;               /* (streams, max_T + 1, B, H): the full history; NULL with checkpoints */
+    size_t hs_stride;
+    REAL *ckpts;            /* (L * carried, max_T / k + 1, B, H): state j*k at [j] */
+    size_t ckpt_stride;
+    REAL *window;           /* (streams, pad_max + window_states, B, H), or three segment buffers */
+    size_t window_stride;
+    cpu_states window_first; /* where state window_lo sits in window */
     int window_lo, window_hi; /* the window holds states [lo, hi] of the last forward; lo > hi: none */
     size_t segment_cap;     /* states in each of the three segment buffers (k a multiple of C), else 0 */
     int segment_in[3];      /* the checkpoint interval each segment buffer holds; -1: none */
@@ -62,28 +101,37 @@ typedef struct {
     REAL *logits;           /* (chunk_steps*B, V): logits, then dY */
     REAL *probs;            /* (chunk_steps*B, V): softmax of a one-chunk forward, for backward */
     int probs_kept;         /* probs holds the last forward's softmax (T <= chunk_steps) */
-    REAL *dh;               /* (chunk_steps*B, H): dh_out, then dz */
-    REAL *dh_alt;           /* (2, chunk_steps*B, H): two more for the pipelined backward */
-    REAL *dh_next;          /* (B, H) */
+    REAL *step_gx;          /* (B, G*H): a step's input projection, above layer 0 */
+    REAL *step_gh;          /* (B, G*H): a step's recurrent projection, gated cells */
+    int backward_sets;      /* sets of the chunk buffers below: 3 when a pipeline may run, else 1 */
+    REAL *dz;               /* (sets, L, chunk_steps*B, G*H): pre-activation gradients of the
+                               gates, input side; for G = 1 also dh_out of the layer (in place) */
+    REAL *dz_hidden;        /* GRU: (sets, L, chunk_steps*B, 3H), the hidden side (the n gate's
+                               differs: r * dn); NULL otherwise (the same as dz) */
+    REAL *dh_out;           /* G > 1: (sets, chunk_steps*B, H): dh from above; NULL for G = 1 */
+    REAL *dh_next;          /* (L, B, H) */
+    REAL *dc_next;          /* LSTM: (L, B, H) */
     REAL *ones;             /* (chunk_steps*B) for column sums through gemv */
     double *row_loss;       /* (chunk_steps*B) */
     double *block_sums;     /* (blocks of the flat buffer) */
-    REAL *sample_h;         /* (2, H): sampling keeps away from the training buffers */
+    size_t sample_stride;   /* values of one sequence's sampling workspace, rounded to GPURNN_CPU_ALIGN */
+    REAL *sample_work;      /* (sample_stride): sampling keeps away from the training buffers */
     double *sample_y;       /* (V) */
     REAL *sample_logits;    /* (V) */
-    int wxh_t_fresh;        /* wxh_t matches the parameters (cleared by every write to them) */
+    int w_ih0_t_fresh;      /* w_ih0_t matches the parameters (cleared by every write to them) */
     /* Inference (infer, sample_batch) keeps away from the training buffers too. An
-     * inference call puts its state j (j = 0 the carried state, j = t+1 h_t) in slot
-     * j % infer_ring: infer_ring is a multiple of the period of B*H*sizeof(REAL) modulo
-     * GPURNN_CPU_ALIGN (and >= 2), so state j has the alignment it has in a training
-     * forward's history and BLAS computes the same bits from it. */
+     * inference call puts its state j (j = 0 the carried state, j = t+1 the state after
+     * step t) in slot j % infer_ring: infer_ring is a multiple of the period of
+     * B*H*sizeof(REAL) modulo GPURNN_CPU_ALIGN (and >= 2), so state j has the alignment it
+     * has in a training forward's history and BLAS computes the same bits from it. */
     int infer_ring;
-    REAL *infer_states;     /* (infer_ring, B, H) */
+    REAL *infer_states;     /* (streams, infer_ring, B, H) */
+    size_t infer_stride;
     REAL *infer_logits;     /* (B, V) */
     double *infer_rows;     /* (B): log p[target] per sequence (0 without targets), NaN for a
                                non-finite logit */
-    size_t batch_h_stride, batch_y_stride; /* 2H and V rounded up to GPURNN_CPU_ALIGN bytes */
-    REAL *batch_h;          /* (B, batch_h_stride): each sequence's sampling state, as sample_h */
+    size_t batch_y_stride;  /* V rounded up to GPURNN_CPU_ALIGN bytes */
+    REAL *batch_work;       /* (B, sample_stride): each sequence's sampling workspace */
     REAL *batch_logits;     /* (B, batch_y_stride) */
     double *batch_weights;  /* (B, V) */
     int *batch_bad_draw;    /* (B): the draw whose logits were not finite, -1 if none */
@@ -99,37 +147,72 @@ static REAL *FN(buffer)(cpu_ctx *c, gpurnn_buffer buf, size_t *count)
     case GPURNN_BUF_GRADS: *count = c->n; return c->grads;
     case GPURNN_BUF_OPT0: *count = c->n; return c->opt0;
     case GPURNN_BUF_OPT1: *count = c->n; return c->opt1;
-    case GPURNN_BUF_STATE: *count = (size_t)c->B * (size_t)c->H; return c->state;
+    case GPURNN_BUF_STATE: *count = (size_t)c->L * c->carried * c->B * c->H; return c->state;
     default: *count = 0; return NULL;
     }
 }
 
-/* Views of the five tensors inside a flat buffer. */
-#define WXH(p, c) ((p))                                                          /* (H, V) */
-#define WHH(p, c) ((p) + (size_t)(c)->H * (c)->V)                                /* (H, H) */
-#define WHY(p, c) ((p) + (size_t)(c)->H * (c)->V + (size_t)(c)->H * (c)->H)      /* (V, H) */
-#define BH(p, c) ((p) + 2 * (size_t)(c)->H * (c)->V + (size_t)(c)->H * (c)->H)   /* (H) */
-#define BY(p, c) (BH(p, c) + (c)->H)                                             /* (V) */
+/* Views of the tensors inside a flat buffer (src/layout.h). */
+#define W_IH(p, c, l) ((p) + gpurnn_layout_w_ih(&(c)->lay, l))   /* (G*H, V for l = 0, else H) */
+#define W_HH(p, c, l) ((p) + gpurnn_layout_w_hh(&(c)->lay, l))   /* (G*H, H) */
+#define B_IH(p, c, l) ((p) + gpurnn_layout_b_ih(&(c)->lay, l))   /* (G*H); tanh/ReLU: b (H) */
+#define B_HH(p, c, l) ((p) + gpurnn_layout_b_hh(&(c)->lay, l))   /* (G*H); tanh/ReLU: b again */
+#define WHY(p, c) ((p) + gpurnn_layout_why(&(c)->lay))           /* (V, H) */
+#define BY(p, c) ((p) + gpurnn_layout_by(&(c)->lay))             /* (V) */
+
+/* Stream indices within a state: h of layer l, c of layer l, gate k of layer l. */
+#define H_STREAM(c, l) (l)
+#define C_STREAM(c, l) ((c)->L + (l))
+#define GATE_STREAM(c, l, k) ((c)->L * (c)->carried + (l) * (c)->gate_streams + (k))
+
+static REAL *FN(stream)(cpu_states s, int k) { return s.p + (size_t)k * s.stride; }
+
+/* State j + dj of the same array. */
+static cpu_states FN(later)(const cpu_ctx *c, cpu_states s, int dj)
+{
+    s.p += (ptrdiff_t)dj * c->B * c->H;
+    return s;
+}
+
+/* Copies the carried streams (h, c of every layer) of state src to state dst. */
+static void FN(copy_carried)(const cpu_ctx *c, cpu_states dst, cpu_states src)
+{
+    const size_t bytes = (size_t)c->B * c->H * sizeof(REAL);
+    for (int k = 0; k < c->L * c->carried; k++)
+        if (FN(stream)(dst, k) != FN(stream)(src, k)) memmove(FN(stream)(dst, k), FN(stream)(src, k), bytes);
+}
+
+/* The carried state as a state of one: its streams are the layout's (L*carried, B, H) blocks. */
+static cpu_states FN(carried_state)(const cpu_ctx *c)
+{
+    cpu_states s = {c->state, (size_t)c->B * c->H};
+    return s;
+}
+
+/* Rounds a stream region of `values` up to GPURNN_CPU_ALIGN bytes. */
+static size_t FN(aligned_values)(size_t values)
+{
+    const size_t per_line = GPURNN_CPU_ALIGN / sizeof(REAL);
+    return (values + per_line - 1) / per_line * per_line;
+}
 
 static void FN(destroy)(void *ctx)
 {
     cpu_ctx *c = ctx;
     if (!c) return;
-    void *owned[] = {c->params,  c->grads,   c->opt0,     c->opt1,       c->state, c->wxh_t,
-                     c->hs,      c->ckpts,   c->window,   c->inputs,     c->targets,
-                     c->row_lse, c->logits, c->probs,  c->dh,  c->dh_alt,  c->dh_next,    c->ones,
-                     c->row_loss, c->block_sums, c->sample_h, c->sample_y, c->sample_logits,
-                     c->infer_states, c->infer_logits, c->infer_rows, c->batch_h, c->batch_logits,
-                     c->batch_weights, c->batch_bad_draw};
+    void *owned[] = {c->params,       c->grads,         c->opt0,          c->opt1,         c->state,
+                     c->w_ih0_t,      c->hs,            c->ckpts,         c->window,       c->inputs,
+                     c->targets,      c->row_lse,       c->logits,        c->probs,        c->step_gx,
+                     c->step_gh,      c->dz,            c->dz_hidden,     c->dh_out,       c->dh_next,
+                     c->dc_next,      c->ones,          c->row_loss,      c->block_sums,   c->sample_work,
+                     c->sample_y,     c->sample_logits, c->infer_states,  c->infer_logits, c->infer_rows,
+                     c->batch_work,   c->batch_logits,  c->batch_weights, c->batch_bad_draw};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) gpurnn_aligned_free(owned[i]);
     gpurnn_free(c);
 }
 
 static gpurnn_status FN(create)(const gpurnn_config *cfg, void **out)
 {
-    if (cfg->cell != GPURNN_CELL_TANH || cfg->num_layers > 1)
-        return gpurnn_fail(GPURNN_ERR_BACKEND_UNAVAILABLE, "CPU backend: %s cells and stacked layers: not yet",
-                           gpurnn_cell_name(cfg->cell));
     cpu_ctx *c = gpurnn_calloc(1, sizeof *c);
     if (!c) return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes", sizeof *c);
     c->V = cfg->vocab_size;
@@ -137,13 +220,21 @@ static gpurnn_status FN(create)(const gpurnn_config *cfg, void **out)
     c->B = cfg->batch_size;
     c->max_T = cfg->max_seq_len;
     c->reduction = cfg->reduction;
-    c->n = gpurnn_layout_param_count((size_t)c->V, (size_t)c->H);
+    gpurnn_layout_of(&c->lay, cfg);
+    c->L = c->lay.L;
+    c->G = c->lay.G;
+    c->cell = cfg->cell;
+    c->carried = gpurnn_layout_carried_streams(&c->lay);
+    c->gate_streams = gpurnn_layout_gate_streams(&c->lay);
+    c->streams = (int)gpurnn_layout_step_streams(&c->lay);
+    c->n = c->lay.count;
     c->chunk_steps = gpurnn_chunk_steps(c->V, c->H, c->B, c->max_T);
     c->ckpt_every = cfg->bptt_checkpoint_every;
     c->window_lo = 1;
     c->window_hi = 0;
     c->segment_in[0] = c->segment_in[1] = c->segment_in[2] = -1;
     size_t V = (size_t)c->V, H = (size_t)c->H, B = (size_t)c->B, T = (size_t)c->max_T;
+    size_t GH = (size_t)c->G * H, L = (size_t)c->L, S = (size_t)c->streams, carried = L * (size_t)c->carried;
     size_t rows = (size_t)c->chunk_steps * B;
     const int keep_all = c->ckpt_every == GPURNN_BPTT_KEEP_ALL;
     size_t history = keep_all ? T + 1 : 0, ckpts = 0, window = 0;
@@ -158,50 +249,62 @@ static gpurnn_status FN(create)(const gpurnn_config *cfg, void **out)
             if (window < 3 * c->segment_cap) window = 3 * c->segment_cap;
         }
     }
+    c->hs_stride = FN(aligned_values)(history * B * H);
+    c->ckpt_stride = FN(aligned_values)(ckpts * B * H);
+    c->window_stride = FN(aligned_values)(window * B * H);
+    c->backward_sets = keep_all || c->segment_cap ? CPU_BACKWARD_SETS : 1;
+    const size_t sets = (size_t)c->backward_sets;
     {
         const size_t period = gpurnn_window_pad_max(B * H * sizeof(REAL), GPURNN_CPU_ALIGN) + 1;
         c->infer_ring = (int)(period < 2 ? 2 : period);
-        const size_t per_line = GPURNN_CPU_ALIGN / sizeof(REAL);
-        c->batch_h_stride = (2 * H + per_line - 1) / per_line * per_line;
-        c->batch_y_stride = (V + per_line - 1) / per_line * per_line;
+        c->infer_stride = FN(aligned_values)((size_t)c->infer_ring * B * H);
+        /* two copies of every carried stream, the step's two projections and four gates */
+        c->sample_stride = FN(aligned_values)(2 * carried * H + 2 * GH + 4 * H);
+        c->batch_y_stride = FN(aligned_values)(V);
     }
     const gpurnn_memory_kind P = GPURNN_MEMORY_PARAMETERS, G = GPURNN_MEMORY_GRADIENTS,
                              O = GPURNN_MEMORY_OPTIMIZER, A = GPURNN_MEMORY_ACTIVATIONS,
                              W = GPURNN_MEMORY_WORKSPACE;
+    const int gated = c->G > 1;
     gpurnn_cpu_allocation table[] = {
         {(void **)&c->params, c->n, sizeof(REAL), "parameters", P},
         {(void **)&c->grads, c->n, sizeof(REAL), "gradients", G},
         {(void **)&c->opt0, c->n, sizeof(REAL), "optimizer state", O},
         {(void **)&c->opt1, c->n, sizeof(REAL), "optimizer state", O},
-        {(void **)&c->state, B * H, sizeof(REAL), "carried state", W},
-        {(void **)&c->wxh_t, V * H, sizeof(REAL), "transposed input weights", W},
-        {(void **)&c->hs, history * B * H, sizeof(REAL), "hidden states", A},
-        {(void **)&c->ckpts, ckpts * B * H, sizeof(REAL), "BPTT checkpoints", A},
-        {(void **)&c->window, window * B * H, sizeof(REAL), "BPTT recomputation window", A},
+        {(void **)&c->state, carried * B * H, sizeof(REAL), "carried state", W},
+        {(void **)&c->w_ih0_t, V * GH, sizeof(REAL), "transposed input weights", W},
+        {(void **)&c->hs, S * c->hs_stride, sizeof(REAL), "hidden states", A},
+        {(void **)&c->ckpts, carried * c->ckpt_stride, sizeof(REAL), "BPTT checkpoints", A},
+        {(void **)&c->window, S * c->window_stride, sizeof(REAL), "BPTT recomputation window", A},
         {(void **)&c->inputs, T * B, sizeof(int32_t), "inputs", A},
         {(void **)&c->targets, T * B, sizeof(int32_t), "targets", A},
         {(void **)&c->row_lse, T * B, sizeof(double), "output log-sum-exps", A},
         {(void **)&c->logits, rows * V, sizeof(REAL), "output chunk", A},
         {(void **)&c->probs, rows * V, sizeof(REAL), "output probabilities", A},
-        {(void **)&c->dh, rows * H, sizeof(REAL), "hidden gradient chunk", A},
-        {(void **)&c->dh_alt, keep_all || c->segment_cap ? 2 * rows * H : 0, sizeof(REAL),
-         "second hidden gradient chunk", A},
-        {(void **)&c->dh_next, B * H, sizeof(REAL), "recurrent gradient", A},
+        {(void **)&c->step_gx, L > 1 ? B * GH : 0, sizeof(REAL), "input projections", W},
+        {(void **)&c->step_gh, gated ? B * GH : 0, sizeof(REAL), "recurrent projections", W},
+        {(void **)&c->dz, sets * L * rows * GH, sizeof(REAL), "gate gradient chunks", A},
+        {(void **)&c->dz_hidden, c->cell == GPURNN_CELL_GRU ? sets * L * rows * GH : 0, sizeof(REAL),
+         "hidden-side gate gradient chunks", A},
+        {(void **)&c->dh_out, gated ? sets * rows * H : 0, sizeof(REAL), "hidden gradient chunks", A},
+        {(void **)&c->dh_next, L * B * H, sizeof(REAL), "recurrent gradient", A},
+        {(void **)&c->dc_next, c->cell == GPURNN_CELL_LSTM ? L * B * H : 0, sizeof(REAL), "cell gradient", A},
         {(void **)&c->ones, rows, sizeof(REAL), "ones", A},
         {(void **)&c->row_loss, rows, sizeof(double), "row losses", A},
         {(void **)&c->block_sums, gpurnn_cpu_block_count(c->n), sizeof(double), "partial sums", W},
-        {(void **)&c->sample_h, 2 * H, sizeof(REAL), "sampling state", W},
+        {(void **)&c->sample_work, c->sample_stride, sizeof(REAL), "sampling state", W},
         {(void **)&c->sample_y, V, sizeof(double), "sampling weights", W},
         {(void **)&c->sample_logits, V, sizeof(REAL), "sampling logits", W},
-        {(void **)&c->infer_states, (size_t)c->infer_ring * B * H, sizeof(REAL), "inference states", W},
+        {(void **)&c->infer_states, S * c->infer_stride, sizeof(REAL), "inference states", W},
         {(void **)&c->infer_logits, B * V, sizeof(REAL), "inference logits", W},
         {(void **)&c->infer_rows, B, sizeof(double), "inference row log-likelihoods", W},
-        {(void **)&c->batch_h, B * c->batch_h_stride, sizeof(REAL), "batch sampling states", W},
+        {(void **)&c->batch_work, B * c->sample_stride, sizeof(REAL), "batch sampling states", W},
         {(void **)&c->batch_logits, B * c->batch_y_stride, sizeof(REAL), "batch sampling logits", W},
         {(void **)&c->batch_weights, B * V, sizeof(double), "batch sampling weights", W},
         {(void **)&c->batch_bad_draw, B, sizeof(int), "batch sampling checks", W},
     };
-    /* Unused slots (hs with checkpoints, ckpts and window without) stay NULL. */
+    /* Unused slots (hs with checkpoints, ckpts and window without, the gated cells' buffers
+     * of a tanh model) stay NULL. */
     gpurnn_cpu_allocation used[sizeof table / sizeof table[0]];
     size_t n_used = 0;
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
@@ -230,7 +333,7 @@ static gpurnn_status FN(write)(void *ctx, gpurnn_buffer buf, size_t offset, size
     size_t count;
     REAL *dst = FN(buffer)(ctx, buf, &count) + offset;
     for (size_t i = 0; i < n; i++) dst[i] = (REAL)src[i];
-    if (buf == GPURNN_BUF_PARAMS) ((cpu_ctx *)ctx)->wxh_t_fresh = 0;
+    if (buf == GPURNN_BUF_PARAMS) ((cpu_ctx *)ctx)->w_ih0_t_fresh = 0;
     return GPURNN_OK;
 }
 
@@ -239,31 +342,26 @@ static gpurnn_status FN(fill_zero)(void *ctx, gpurnn_buffer buf)
     size_t count;
     REAL *dst = FN(buffer)(ctx, buf, &count);
     memset(dst, 0, count * sizeof(REAL));
-    if (buf == GPURNN_BUF_PARAMS) ((cpu_ctx *)ctx)->wxh_t_fresh = 0;
+    if (buf == GPURNN_BUF_PARAMS) ((cpu_ctx *)ctx)->w_ih0_t_fresh = 0;
     return GPURNN_OK;
 }
 
-/* out (rows, H) = prev (rows, H) · Whh^T: the recurrent product of a forward step for
- * rows sequences. */
-static void FN(recurrent_product)(const cpu_ctx *c, const REAL *prev, REAL *out, int rows)
+/* out (rows, M) = in (rows, K) · W^T, W (M, K): a step's projection for rows sequences. */
+static void FN(project)(const REAL *W, int M, int K, const REAL *in, REAL *out, int rows)
 {
-    const REAL *Whh = WHH(c->params, c);
     if (rows == 1)
-        CBLAS_GEMV(CblasRowMajor, CblasNoTrans, c->H, c->H, 1, Whh, c->H, prev, 1, 0, out, 1);
+        CBLAS_GEMV(CblasRowMajor, CblasNoTrans, M, K, 1, W, K, in, 1, 0, out, 1);
     else
-        CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, rows, c->H, c->H, 1, prev, c->H, Whh,
-                   c->H, 0, out, c->H);
+        CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, rows, M, K, 1, in, K, W, K, 0, out, M);
 }
 
-/* out (rows, H) = dz (rows, H) · Whh: dh_next = Whh^T dz for rows sequences. */
-static void FN(recurrent_product_backward)(const cpu_ctx *c, const REAL *dz, REAL *out, int rows)
+/* out (rows, K) = beta * out + dz (rows, M) · W, W (M, K): W^T dz for rows sequences. */
+static void FN(project_back)(const REAL *W, int M, int K, const REAL *dz, REAL *out, int rows, REAL beta)
 {
-    const REAL *Whh = WHH(c->params, c);
     if (rows == 1)
-        CBLAS_GEMV(CblasRowMajor, CblasTrans, c->H, c->H, 1, Whh, c->H, dz, 1, 0, out, 1);
+        CBLAS_GEMV(CblasRowMajor, CblasTrans, M, K, 1, W, K, dz, 1, beta, out, 1);
     else
-        CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, c->H, c->H, 1, dz, c->H, Whh,
-                   c->H, 0, out, c->H);
+        CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, K, M, 1, dz, M, W, K, beta, out, K);
 }
 
 /* The sequences of a batch are independent in the recurrence, so the batch is split into
@@ -274,7 +372,7 @@ static void FN(recurrent_product_backward)(const cpu_ctx *c, const REAL *dz, REA
  * partner is descheduled wastes the step. Small batches stay on one thread. */
 static int FN(recurrence_slices)(const cpu_ctx *c)
 {
-    double macs_per_step = (double)c->B * c->H * c->H;
+    double macs_per_step = (double)c->B * c->G * c->H * c->H;
     if (c->B < 2 || macs_per_step < GPURNN_CPU_SLICE_MIN_MACS) return 1;
     int threads = omp_get_max_threads();
     return threads < c->B ? threads : c->B;
@@ -307,38 +405,126 @@ static void FN(output_product)(const cpu_ctx *c, const REAL *h, int rows)
                WHY(c->params, c), c->H, 0, c->logits, c->V);
 }
 
-/* One step of the recurrence for sequences [b0, b1): cur = tanh(prev · Whh^T +
- * Wxh[:, x_b] + bh), prev and cur (B, H) states, xt (B) tokens. Training forward, backward's
- * recomputation and inference all come here, so their states are the same bits. */
-static void FN(recurrence_step)(const cpu_ctx *c, const REAL *prev, REAL *cur, const int32_t *xt, int b0,
-                                int b1)
+/* ---- the cells, forward: one sequence's pointwise pass ---------------------------------
+ * gx (G*H): W_ih x of the step (layer 0: the gathered column of W_ih), gh (G*H): W_hh h_prev,
+ * both without biases. Each cell's derivative is in cell_backward_row below. */
+
+/* tanh/ReLU: h = act(gh + gx + b). gh may be h itself (the product is written in place). */
+static void FN(simple_forward_row)(gpurnn_cell cell, int H, const REAL *gx, const REAL *gh, const REAL *b,
+                                   REAL *h)
 {
-    const int H = c->H;
-    const REAL *bh = BH(c->params, c);
-    prev += (size_t)b0 * H;
-    cur += (size_t)b0 * H;
-    FN(recurrent_product)(c, prev, cur, b1 - b0);
-    for (int b = b0; b < b1; b++) {
-        REAL *z = cur + (size_t)(b - b0) * H;
-        const REAL *wx = c->wxh_t + (size_t)xt[b] * H; /* column x_b of Wxh */
-        for (int i = 0; i < H; i++) z[i] = TANH(z[i] + wx[i] + bh[i]);
+    if (cell == GPURNN_CELL_RELU) {
+        for (int i = 0; i < H; i++) {
+            REAL z = gh[i] + gx[i] + b[i];
+            h[i] = z > 0 ? z : (z == z ? 0 : z); /* a NaN stays visible */
+        }
+    } else {
+        for (int i = 0; i < H; i++) h[i] = TANH(gh[i] + gx[i] + b[i]);
     }
 }
 
-/* States 1..steps after states[0] (B, H each) for sequences [b0, b1), with inputs x
- * (steps, B): one product and one fused pointwise pass a step. */
-static void FN(forward_recurrence)(const cpu_ctx *c, REAL *states, const int32_t *x, int steps,
-                                   int b0, int b1)
+/* GRU, gates (r, z, n): saves r, z, n and hn = W_hn h_prev + b_hn, which backward needs. */
+static void FN(gru_forward_row)(int H, const REAL *gx, const REAL *gh, const REAL *b_ih, const REAL *b_hh,
+                                const REAL *h_prev, REAL *h, REAL *r_out, REAL *z_out, REAL *n_out,
+                                REAL *hn_out)
 {
-    const size_t step = (size_t)c->B * c->H;
-    for (int t = 0; t < steps; t++)
-        FN(recurrence_step)(c, states + (size_t)t * step, states + (size_t)(t + 1) * step, x + (size_t)t * c->B,
-                            b0, b1);
+    for (int i = 0; i < H; i++) {
+        const REAL r = SIGMOID(gx[i] + b_ih[i] + gh[i] + b_hh[i]);
+        const REAL z = SIGMOID(gx[H + i] + b_ih[H + i] + gh[H + i] + b_hh[H + i]);
+        const REAL hn = gh[2 * H + i] + b_hh[2 * H + i];
+        const REAL n = TANH(gx[2 * H + i] + b_ih[2 * H + i] + r * hn);
+        h[i] = (1 - z) * n + z * h_prev[i];
+        r_out[i] = r;
+        z_out[i] = z;
+        n_out[i] = n;
+        hn_out[i] = hn;
+    }
+}
+
+/* LSTM, gates (i, f, g, o): c = f c_prev + i g, h = o tanh(c); saves the four gates. */
+static void FN(lstm_forward_row)(int H, const REAL *gx, const REAL *gh, const REAL *b_ih, const REAL *b_hh,
+                                 const REAL *c_prev, REAL *h, REAL *c_out, REAL *i_out, REAL *f_out,
+                                 REAL *g_out, REAL *o_out)
+{
+    for (int u = 0; u < H; u++) {
+        const REAL i = SIGMOID(gx[u] + b_ih[u] + gh[u] + b_hh[u]);
+        const REAL f = SIGMOID(gx[H + u] + b_ih[H + u] + gh[H + u] + b_hh[H + u]);
+        const REAL g = TANH(gx[2 * H + u] + b_ih[2 * H + u] + gh[2 * H + u] + b_hh[2 * H + u]);
+        const REAL o = SIGMOID(gx[3 * H + u] + b_ih[3 * H + u] + gh[3 * H + u] + b_hh[3 * H + u]);
+        const REAL cell = f * c_prev[u] + i * g;
+        c_out[u] = cell;
+        h[u] = o * TANH(cell);
+        i_out[u] = i;
+        f_out[u] = f;
+        g_out[u] = g;
+        o_out[u] = o;
+    }
+}
+
+/* The pointwise pass of layer l for one sequence: gx, gh as above; h_prev, c_prev the
+ * carried streams before the step, h, c after it; gates (4 pointers, gated cells) where the
+ * saved gates go. */
+static void FN(cell_forward_row)(const cpu_ctx *c, int l, const REAL *gx, const REAL *gh, const REAL *h_prev,
+                                 const REAL *c_prev, REAL *h, REAL *c_out, REAL *const gates[4])
+{
+    const REAL *b_ih = B_IH(c->params, c, l), *b_hh = B_HH(c->params, c, l);
+    switch (c->cell) {
+    case GPURNN_CELL_GRU:
+        FN(gru_forward_row)(c->H, gx, gh, b_ih, b_hh, h_prev, h, gates[0], gates[1], gates[2], gates[3]);
+        break;
+    case GPURNN_CELL_LSTM:
+        FN(lstm_forward_row)(c->H, gx, gh, b_ih, b_hh, c_prev, h, c_out, gates[0], gates[1], gates[2], gates[3]);
+        break;
+    default: FN(simple_forward_row)(c->cell, c->H, gx, gh, b_ih, h); break;
+    }
+}
+
+/* One step of layer l for sequences [b0, b1): state cur from state prev (the state before
+ * the step), xt (B) the step's tokens. Training forward, backward's recomputation and
+ * inference all come here, so their states are the same bits. */
+static void FN(layer_step)(const cpu_ctx *c, int l, cpu_states prev, cpu_states cur, const int32_t *xt, int b0,
+                           int b1)
+{
+    const int H = c->H, GH = c->G * H, rows = b1 - b0;
+    const size_t first = (size_t)b0 * H;
+    const REAL *h_prev = FN(stream)(prev, H_STREAM(c, l)) + first;
+    REAL *h = FN(stream)(cur, H_STREAM(c, l)) + first;
+    /* tanh/ReLU write W_hh h_prev straight into h, then add the rest in place */
+    REAL *gh = c->G == 1 ? h : c->step_gh + (size_t)b0 * GH;
+    FN(project)(W_HH(c->params, c, l), GH, H, h_prev, gh, rows);
+    const REAL *gx_rows = NULL;
+    if (l > 0) {
+        REAL *gx = c->step_gx + (size_t)b0 * GH;
+        FN(project)(W_IH(c->params, c, l), GH, H, FN(stream)(cur, H_STREAM(c, l - 1)) + first, gx, rows);
+        gx_rows = gx;
+    }
+    const int lstm = c->cell == GPURNN_CELL_LSTM;
+    for (int b = b0; b < b1; b++) {
+        const size_t row = (size_t)(b - b0);
+        const REAL *gx = l > 0 ? gx_rows + row * GH : c->w_ih0_t + (size_t)xt[b] * GH; /* column x_b */
+        REAL *gates[4] = {NULL, NULL, NULL, NULL};
+        for (int k = 0; k < c->gate_streams; k++)
+            gates[k] = FN(stream)(cur, GATE_STREAM(c, l, k)) + (size_t)b * H;
+        FN(cell_forward_row)(c, l, gx, gh + row * GH, h_prev + row * H,
+                             lstm ? FN(stream)(prev, C_STREAM(c, l)) + (size_t)b * H : NULL, h + row * H,
+                             lstm ? FN(stream)(cur, C_STREAM(c, l)) + (size_t)b * H : NULL, gates);
+    }
+}
+
+/* States 1..steps after state `states` for sequences [b0, b1), with inputs x (steps, B):
+ * layer after layer, each through every step. */
+static void FN(forward_recurrence)(const cpu_ctx *c, cpu_states states, const int32_t *x, int steps, int b0,
+                                   int b1)
+{
+    for (int l = 0; l < c->L; l++)
+        for (int t = 0; t < steps; t++)
+            FN(layer_step)(c, l, FN(later)(c, states, t), FN(later)(c, states, t + 1), x + (size_t)t * c->B, b0,
+                           b1);
 }
 
 /* forward_recurrence over the whole batch, each thread on its slice. The forward pass and
  * backward's recomputation both come here, so a recomputed state is the same bits. */
-static void FN(run_recurrence)(const cpu_ctx *c, REAL *states, const int32_t *x, int steps)
+static void FN(run_recurrence)(const cpu_ctx *c, cpu_states states, const int32_t *x, int steps)
 {
     const int slices = FN(recurrence_slices)(c);
     const int saved_threads = FN(enter_serial_blas)();
@@ -356,29 +542,42 @@ static void FN(run_recurrence)(const cpu_ctx *c, REAL *states, const int32_t *x,
 }
 
 /* Where state `first` goes when a chunk's states are laid out from it. */
-static REAL *FN(states_from)(cpu_ctx *c, int first)
+static cpu_states FN(states_from)(cpu_ctx *c, int first)
 {
     const size_t step = (size_t)c->B * c->H;
-    if (c->ckpt_every == GPURNN_BPTT_KEEP_ALL) return c->hs + (size_t)first * step;
-    return c->window + gpurnn_window_pad((size_t)first, 0, step * sizeof(REAL), GPURNN_CPU_ALIGN) * step;
+    cpu_states s;
+    if (c->ckpt_every == GPURNN_BPTT_KEEP_ALL) {
+        s.p = c->hs + (size_t)first * step;
+        s.stride = c->hs_stride;
+    } else {
+        s.p = c->window + gpurnn_window_pad((size_t)first, 0, step * sizeof(REAL), GPURNN_CPU_ALIGN) * step;
+        s.stride = c->window_stride;
+    }
+    return s;
+}
+
+/* Checkpoint j (a multiple of k) as a state. */
+static cpu_states FN(checkpoint)(const cpu_ctx *c, int j)
+{
+    cpu_states s = {c->ckpts + (size_t)(j / c->ckpt_every) * c->B * c->H, c->ckpt_stride};
+    return s;
 }
 
 /* States [t0, t1] of the last forward, contiguous; with checkpoints, recomputed into the
  * window from the checkpoint at or before t0 unless the window holds them already. */
-static const REAL *FN(states_for_backward)(cpu_ctx *c, int t0, int t1)
+static cpu_states FN(states_for_backward)(cpu_ctx *c, int t0, int t1)
 {
     if (c->ckpt_every == GPURNN_BPTT_KEEP_ALL) return FN(states_from)(c, t0);
-    const size_t step = (size_t)c->B * c->H;
     if (!(c->window_lo <= t0 && t1 <= c->window_hi)) {
         const int k = c->ckpt_every, from = t0 / k * k;
-        REAL *states = FN(states_from)(c, from);
-        memcpy(states, c->ckpts + (size_t)(from / k) * step, step * sizeof(REAL));
+        cpu_states states = FN(states_from)(c, from);
+        FN(copy_carried)(c, states, FN(checkpoint)(c, from));
         FN(run_recurrence)(c, states, c->inputs + (size_t)from * c->B, t1 - from);
         c->window_first = states;
         c->window_lo = from;
         c->window_hi = t1;
     }
-    return c->window_first + (size_t)(t0 - c->window_lo) * step;
+    return FN(later)(c, c->window_first, t0 - c->window_lo);
 }
 
 /* With one recurrence slice (B = 1, or small B*H*H) the time loop leaves every thread but
@@ -406,40 +605,44 @@ static int FN(pipelined)(const cpu_ctx *c, int T)
 }
 
 /* Where state `first` goes in segment buffer `buf`, aligned as in a full history. */
-static REAL *FN(segment_states)(const cpu_ctx *c, int buf, int first)
+static cpu_states FN(segment_states)(const cpu_ctx *c, int buf, int first)
 {
     const size_t step = (size_t)c->B * c->H, base = (size_t)buf * c->segment_cap;
-    return c->window + (base + gpurnn_window_pad((size_t)first, base, step * sizeof(REAL), GPURNN_CPU_ALIGN)) * step;
+    cpu_states s = {c->window + (base + gpurnn_window_pad((size_t)first, base, step * sizeof(REAL), GPURNN_CPU_ALIGN)) * step,
+                    c->window_stride};
+    return s;
 }
 
 /* The states from t0 on of the chunk starting at t0, for the pipelined passes: in the full
  * history, or in the segment buffer of checkpoint interval t0 / k (which holds the whole
  * chunk: k is a multiple of C), recomputed from its checkpoint unless there. */
-static REAL *FN(pipeline_states)(cpu_ctx *c, int t0)
+static cpu_states FN(pipeline_states)(cpu_ctx *c, int t0)
 {
-    const size_t step = (size_t)c->B * c->H;
-    if (c->ckpt_every == GPURNN_BPTT_KEEP_ALL) return c->hs + (size_t)t0 * step;
+    if (c->ckpt_every == GPURNN_BPTT_KEEP_ALL) return FN(states_from)(c, t0);
     const int k = c->ckpt_every, seg = t0 / k, buf = seg % 3, from = seg * k;
-    REAL *states = FN(segment_states)(c, buf, from);
+    cpu_states states = FN(segment_states)(c, buf, from);
     if (c->segment_in[buf] != seg) {
         const int len = c->T - from < k ? c->T - from : k;
         c->segment_in[buf] = -1;
-        memcpy(states, c->ckpts + (size_t)seg * step, step * sizeof(REAL));
+        FN(copy_carried)(c, states, FN(checkpoint)(c, from));
         FN(run_recurrence)(c, states, c->inputs + (size_t)from * c->B, len);
         c->segment_in[buf] = seg;
     }
-    return states + (size_t)(t0 - from) * step;
+    return FN(later)(c, states, t0 - from);
 }
 
-/* wxh_t = Wxh^T from the current parameters. */
-static void FN(transpose_wxh)(cpu_ctx *c)
+/* w_ih0_t = W_ih_l0^T from the current parameters. */
+static void FN(transpose_input_weights)(cpu_ctx *c)
 {
-    const int V = c->V, H = c->H;
-    const REAL *Wxh = WXH(c->params, c);
-    for (int i = 0; i < H; i++)
-        for (int v = 0; v < V; v++) c->wxh_t[(size_t)v * H + i] = Wxh[(size_t)i * V + v];
-    c->wxh_t_fresh = 1;
+    const int V = c->V, GH = c->G * c->H;
+    const REAL *W = W_IH(c->params, c, 0);
+    for (int i = 0; i < GH; i++)
+        for (int v = 0; v < V; v++) c->w_ih0_t[(size_t)v * GH + i] = W[(size_t)i * V + v];
+    c->w_ih0_t_fresh = 1;
 }
+
+/* h of the top layer for the steps after state s: the output layer's input, (rows, H). */
+static const REAL *FN(top_h)(const cpu_ctx *c, cpu_states s) { return FN(stream)(FN(later)(c, s, 1), H_STREAM(c, c->L - 1)); }
 
 /* The output layer and softmax cross-entropy of rows (h: (rows, H), the states of steps
  * t0..): stores each row's log-sum-exp and returns the rows' summed loss, in row order.
@@ -479,19 +682,17 @@ static double FN(output_loss)(cpu_ctx *c, const REAL *h, int t0, int rows, REAL 
 }
 
 /* Copies the checkpoints among states t0..t0+steps (states: state t0 first) to ckpts. */
-static void FN(keep_checkpoints)(cpu_ctx *c, const REAL *states, int t0, int steps)
+static void FN(keep_checkpoints)(cpu_ctx *c, cpu_states states, int t0, int steps)
 {
     const int k = c->ckpt_every;
-    const size_t step = (size_t)c->B * c->H;
     for (int j = (t0 + k - 1) / k * k; j <= t0 + steps; j += k)
-        memcpy(c->ckpts + (size_t)(j / k) * step, states + (size_t)(j - t0) * step, step * sizeof(REAL));
+        FN(copy_carried)(c, FN(checkpoint)(c, j), FN(later)(c, states, j - t0));
 }
 
 static gpurnn_status FN(forward_pass)(cpu_ctx *c, const int32_t *inputs, const int32_t *targets, int T,
                                       int pipelined, double *loss)
 {
     const int B = c->B, k = c->ckpt_every;
-    const size_t step = (size_t)B * c->H;
     memcpy(c->inputs, inputs, (size_t)T * B * sizeof(int32_t));
     memcpy(c->targets, targets, (size_t)T * B * sizeof(int32_t));
     c->T = T;
@@ -501,10 +702,10 @@ static gpurnn_status FN(forward_pass)(cpu_ctx *c, const int32_t *inputs, const i
     c->probs_kept = T <= c->chunk_steps;
     /* backward's recomputation uses it too: parameters cannot change in between (a change
      * ends the forward pass's validity) */
-    FN(transpose_wxh)(c);
+    FN(transpose_input_weights)(c);
 
     double total = 0;
-    const REAL *last = c->state; /* state t0 */
+    cpu_states last = FN(carried_state)(c); /* state t0 */
     if (pipelined) {
         /* Stage s: one thread runs the recurrence through chunk s while another runs the
          * output layer of chunk s-1, whose states are done (the full history, or two
@@ -513,40 +714,40 @@ static gpurnn_status FN(forward_pass)(cpu_ctx *c, const int32_t *inputs, const i
         const int C = c->chunk_steps, chunks = (T + C - 1) / C, keep_all = k == GPURNN_BPTT_KEEP_ALL;
         /* With checkpoints, chunk s's states go to segment buffer s % 2 (the forward pass
          * uses the buffers as two chunk slots) and its checkpoints are copied out. */
-#define CHUNK_STATES(s) (keep_all ? c->hs + (size_t)(s) * C * step : FN(segment_states)(c, (s) & 1, (s) * C))
-        memcpy(CHUNK_STATES(0), c->state, step * sizeof(REAL));
+#define CHUNK_STATES(s) (keep_all ? FN(states_from)(c, (s) * C) : FN(segment_states)(c, (s) & 1, (s) * C))
+        FN(copy_carried)(c, CHUNK_STATES(0), last);
         for (int s = 0; s <= chunks; s++) {
 #pragma omp parallel num_threads(2)
             {
                 const int id = omp_get_thread_num(), alone = omp_get_num_threads() == 1;
                 if (id == 0 && s < chunks) {
                     const int t0 = s * C, steps = T - t0 < C ? T - t0 : C;
-                    REAL *states = CHUNK_STATES(s);
+                    cpu_states states = CHUNK_STATES(s);
                     if (s > 0 && !keep_all) /* state t0 ends the chunk before */
-                        memcpy(states, CHUNK_STATES(s - 1) + (size_t)C * step, step * sizeof(REAL));
+                        FN(copy_carried)(c, states, FN(later)(c, CHUNK_STATES(s - 1), C));
                     FN(run_recurrence)(c, states, c->inputs + (size_t)t0 * B, steps);
                     if (!keep_all) FN(keep_checkpoints)(c, states, t0, steps);
                 }
                 if ((id == 1 || alone) && s > 0) {
                     const int t0 = (s - 1) * C, steps = T - t0 < C ? T - t0 : C;
-                    total += FN(output_loss)(c, CHUNK_STATES(s - 1) + step, t0, steps * B, NULL);
+                    total += FN(output_loss)(c, FN(top_h)(c, CHUNK_STATES(s - 1)), t0, steps * B, NULL);
                 }
             }
         }
-        last = CHUNK_STATES(chunks - 1) + (size_t)(T - (chunks - 1) * C) * step;
+        last = FN(later)(c, CHUNK_STATES(chunks - 1), T - (chunks - 1) * C);
 #undef CHUNK_STATES
     } else {
         /* Chunk by chunk: the recurrence through the chunk, then its output layer. */
         for (int t0 = 0; t0 < T; t0 += c->chunk_steps) {
             int steps = T - t0 < c->chunk_steps ? T - t0 : c->chunk_steps;
-            REAL *states = FN(states_from)(c, t0);
-            if (states != last) memmove(states, last, step * sizeof(REAL));
+            cpu_states states = FN(states_from)(c, t0);
+            FN(copy_carried)(c, states, last);
             FN(run_recurrence)(c, states, c->inputs + (size_t)t0 * B, steps);
-            last = states + (size_t)steps * step;
+            last = FN(later)(c, states, steps);
             if (k != GPURNN_BPTT_KEEP_ALL) FN(keep_checkpoints)(c, states, t0, steps);
             /* a one-chunk sequence keeps its softmax: backward then needs no second pass
              * through the output layer (min-char-rnn's shapes) */
-            total += FN(output_loss)(c, states + step, t0, steps * B, T <= c->chunk_steps ? c->probs : NULL);
+            total += FN(output_loss)(c, FN(top_h)(c, states), t0, steps * B, T <= c->chunk_steps ? c->probs : NULL);
             if (t0 + steps == T && k != GPURNN_BPTT_KEEP_ALL) {
                 /* backward starts with this chunk: its states need no recomputation */
                 c->window_first = states;
@@ -561,7 +762,7 @@ static gpurnn_status FN(forward_pass)(cpu_ctx *c, const int32_t *inputs, const i
                            "the loss is %g (the parameters or carried state are too large); the "
                            "carried state was not changed",
                            total);
-    memcpy(c->state, last, step * sizeof(REAL));
+    FN(copy_carried)(c, FN(carried_state)(c), last);
     *loss = total;
     return GPURNN_OK;
 }
@@ -577,71 +778,177 @@ static gpurnn_status FN(forward)(void *ctx, const int32_t *inputs, const int32_t
     return s;
 }
 
-/* dWxh[:, x_r] += dz_r for every row, in row order: a scatter-add by token that gives the
- * same bits on every run. Threads own disjoint blocks of hidden units. */
-static void FN(scatter_input_gradient)(const cpu_ctx *c, const REAL *dz, const int32_t *tokens,
-                                       int rows, REAL *dWxh)
+/* dW_ih_l0[:, x_r] += dz_r (G*H) for every row, in row order: a scatter-add by token that
+ * gives the same bits on every run. Threads own disjoint blocks of gate rows. */
+static void FN(scatter_input_gradient)(const cpu_ctx *c, const REAL *dz, const int32_t *tokens, int rows,
+                                       REAL *dW)
 {
-    const int V = c->V, H = c->H;
+    const int V = c->V, GH = c->G * c->H;
     enum { UNITS = 64 };
-    int blocks = (H + UNITS - 1) / UNITS;
-#pragma omp parallel for schedule(static) if ((size_t)rows * H >= GPURNN_CPU_PARALLEL_MIN)
+    int blocks = (GH + UNITS - 1) / UNITS;
+#pragma omp parallel for schedule(static) if ((size_t)rows * GH >= GPURNN_CPU_PARALLEL_MIN)
     for (int blk = 0; blk < blocks; blk++) {
-        int i0 = blk * UNITS, i1 = i0 + UNITS < H ? i0 + UNITS : H;
+        int i0 = blk * UNITS, i1 = i0 + UNITS < GH ? i0 + UNITS : GH;
         for (int r = 0; r < rows; r++) {
-            const REAL *row = dz + (size_t)r * H;
-            REAL *col = dWxh + tokens[r];
+            const REAL *row = dz + (size_t)r * GH;
+            REAL *col = dW + tokens[r];
             for (int i = i0; i < i1; i++) col[(size_t)i * V] += row[i];
         }
     }
 }
 
-/* dz_t = (1 - h_t^2) ⊙ (dh_out_t + dh_next) for the chunk's steps s = steps-1 .. 0
- * (h: the chunk's (steps, B, H) states h_t0..) and sequences [b0, b1), in place over
- * dz (which holds dh_out), carrying dh_next = Whh^T dz_t to the step before; none leaves
- * step 0 of the sequence (first_step). */
-static void FN(backward_recurrence)(const cpu_ctx *c, REAL *dz_chunk, const REAL *h, int steps,
-                                    int first_step, int b0, int b1)
+/* The backward chunk buffers of set `set` (rows up to chunk_steps*B each):
+ * dz of layer l (rows, G*H), its hidden side (GRU; else dz), and where dh_out of layer l
+ * (rows, H) comes in: for G = 1 dz itself (the derivative is taken in place). */
+static REAL *FN(dz_of)(const cpu_ctx *c, int set, int l)
 {
-    const int H = c->H;
-    const size_t step = (size_t)c->B * H;
-    const size_t first = (size_t)b0 * H, count = (size_t)(b1 - b0) * H;
-    REAL *dh_next = c->dh_next + first;
-    for (int s = steps - 1; s >= 0; s--) {
-        REAL *dz = dz_chunk + (size_t)s * step + first;
-        const REAL *ht = h + (size_t)s * step + first;
-        for (size_t i = 0; i < count; i++) dz[i] = FN_TANH_BACKWARD(ht[i], dz[i] + dh_next[i]);
-        if (!(first_step && s == 0)) FN(recurrent_product_backward)(c, dz, dh_next, b1 - b0);
+    return c->dz + ((size_t)set * c->L + l) * c->chunk_steps * c->B * c->G * c->H;
+}
+
+static REAL *FN(dz_hidden_of)(const cpu_ctx *c, int set, int l)
+{
+    if (!c->dz_hidden) return FN(dz_of)(c, set, l);
+    return c->dz_hidden + ((size_t)set * c->L + l) * c->chunk_steps * c->B * c->G * c->H;
+}
+
+static REAL *FN(dh_out_of)(const cpu_ctx *c, int set, int l)
+{
+    if (c->G == 1) return FN(dz_of)(c, set, l);
+    return c->dh_out + (size_t)set * c->chunk_steps * c->B * c->H;
+}
+
+/* ---- the cells, backward: one sequence's pointwise pass --------------------------------
+ * dh (H) = dh_out + dh_next is the gradient of h after the step. Writes the gates'
+ * pre-activation gradients dz (G*H, input side) and dzh (G*H, hidden side: GRU's n gate
+ * there is r * dn), the part of dh_next that does not go through W_hh (GRU: z * dh) into
+ * dh_next, and for LSTM dc_next = f * dc. */
+static void FN(gru_backward_row)(int H, const REAL *dh_out, REAL *dh_next, const REAL *h_prev, const REAL *r_s,
+                                 const REAL *z_s, const REAL *n_s, const REAL *hn_s, REAL *dz, REAL *dzh)
+{
+    for (int i = 0; i < H; i++) {
+        const REAL dh = dh_out[i] + dh_next[i], r = r_s[i], z = z_s[i], n = n_s[i];
+        const REAL dn = dh * (1 - z) * (1 - n * n);
+        const REAL dzg = dh * (h_prev[i] - n) * z * (1 - z);
+        const REAL dr = dn * hn_s[i] * r * (1 - r);
+        dz[i] = dzh[i] = dr;
+        dz[H + i] = dzh[H + i] = dzg;
+        dz[2 * H + i] = dn;
+        dzh[2 * H + i] = dn * r;
+        dh_next[i] = dh * z;
     }
 }
 
-/* backward_recurrence over the whole batch, each thread on its slice as in forward. */
-static void FN(run_backward_recurrence)(const cpu_ctx *c, REAL *dz, const REAL *h, int steps, int first_step)
+static void FN(lstm_backward_row)(int H, const REAL *dh_out, const REAL *dh_next, REAL *dc_next, const REAL *c_prev,
+                                  const REAL *c_s, const REAL *i_s, const REAL *f_s, const REAL *g_s,
+                                  const REAL *o_s, REAL *dz)
+{
+    for (int u = 0; u < H; u++) {
+        const REAL dh = dh_out[u] + dh_next[u], i = i_s[u], f = f_s[u], g = g_s[u], o = o_s[u];
+        const REAL tc = TANH(c_s[u]); /* the forward's tanh(c), the same bits */
+        const REAL dc = dc_next[u] + dh * o * (1 - tc * tc);
+        dz[u] = dc * g * i * (1 - i);
+        dz[H + u] = dc * c_prev[u] * f * (1 - f);
+        dz[2 * H + u] = dc * i * (1 - g * g);
+        dz[3 * H + u] = dh * tc * o * (1 - o);
+        dc_next[u] = dc * f;
+    }
+}
+
+/* Backwards through the chunk's steps s = steps-1 .. 0 (states: the state before the
+ * chunk) for layer l and sequences [b0, b1): from dh_out of the layer (set's buffer) to
+ * its dz, carrying dh_next (and dc_next) to the step before; none leaves step 0 of the
+ * sequence (first_step). */
+static void FN(layer_backward)(const cpu_ctx *c, int l, int set, cpu_states states, int steps, int first_step,
+                               int b0, int b1)
+{
+    const int H = c->H, GH = c->G * H, rows = b1 - b0;
+    const size_t step = (size_t)c->B * H, first = (size_t)b0 * H, count = (size_t)rows * H;
+    REAL *dh_next = c->dh_next + (size_t)l * step + first;
+    REAL *dc_next = c->dc_next ? c->dc_next + (size_t)l * step + first : NULL;
+    REAL *dz_chunk = FN(dz_of)(c, set, l), *dzh_chunk = FN(dz_hidden_of)(c, set, l);
+    const REAL *dh_chunk = FN(dh_out_of)(c, set, l);
+    const REAL *W_hh = W_HH(c->params, c, l);
+    for (int s = steps - 1; s >= 0; s--) {
+        const cpu_states prev = FN(later)(c, states, s), cur = FN(later)(c, states, s + 1);
+        REAL *dz = dz_chunk + ((size_t)s * c->B + b0) * GH;
+        REAL *dzh = dzh_chunk + ((size_t)s * c->B + b0) * GH;
+        const REAL *dh_out = dh_chunk + (size_t)s * step + first;
+        const REAL *h = FN(stream)(cur, H_STREAM(c, l)) + first;
+        const int last = first_step && s == 0;
+        switch (c->cell) {
+        case GPURNN_CELL_TANH:
+            for (size_t i = 0; i < count; i++) dz[i] = FN_TANH_BACKWARD(h[i], dh_out[i] + dh_next[i]);
+            break;
+        case GPURNN_CELL_RELU:
+            for (size_t i = 0; i < count; i++) dz[i] = h[i] > 0 ? dh_out[i] + dh_next[i] : 0;
+            break;
+        case GPURNN_CELL_GRU:
+            for (int b = 0; b < rows; b++) {
+                const size_t at = first + (size_t)b * H;
+                FN(gru_backward_row)(H, dh_out + (size_t)b * H, dh_next + (size_t)b * H,
+                                     FN(stream)(prev, H_STREAM(c, l)) + at, FN(stream)(cur, GATE_STREAM(c, l, 0)) + at,
+                                     FN(stream)(cur, GATE_STREAM(c, l, 1)) + at,
+                                     FN(stream)(cur, GATE_STREAM(c, l, 2)) + at,
+                                     FN(stream)(cur, GATE_STREAM(c, l, 3)) + at, dz + (size_t)b * GH,
+                                     dzh + (size_t)b * GH);
+            }
+            break;
+        case GPURNN_CELL_LSTM:
+            for (int b = 0; b < rows; b++) {
+                const size_t at = first + (size_t)b * H;
+                FN(lstm_backward_row)(H, dh_out + (size_t)b * H, dh_next + (size_t)b * H, dc_next + (size_t)b * H,
+                                      FN(stream)(prev, C_STREAM(c, l)) + at, FN(stream)(cur, C_STREAM(c, l)) + at,
+                                      FN(stream)(cur, GATE_STREAM(c, l, 0)) + at,
+                                      FN(stream)(cur, GATE_STREAM(c, l, 1)) + at,
+                                      FN(stream)(cur, GATE_STREAM(c, l, 2)) + at,
+                                      FN(stream)(cur, GATE_STREAM(c, l, 3)) + at, dz + (size_t)b * GH);
+            }
+            break;
+        }
+        /* GRU keeps z * dh in dh_next and adds W_hh^T dzh to it */
+        if (!last) FN(project_back)(W_hh, GH, H, dzh, dh_next, rows, c->cell == GPURNN_CELL_GRU ? 1 : 0);
+    }
+}
+
+/* dh_out (rows, H) of layer l-1 = dz_l (rows, G*H) · W_ih_l: what layer l passes down. */
+static void FN(input_backward)(const cpu_ctx *c, int l, int set, int rows)
+{
+    CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, c->H, c->G * c->H, 1, FN(dz_of)(c, set, l),
+               c->G * c->H, W_IH(c->params, c, l), c->H, 0, FN(dh_out_of)(c, set, l - 1), c->H);
+}
+
+/* The backward recurrence of a chunk through every layer, from the top, each thread on
+ * its slice of the batch as in forward; between layers the gradient passed down. */
+static void FN(run_backward_recurrence)(const cpu_ctx *c, int set, cpu_states states, int steps, int first_step)
 {
     const int slices = FN(recurrence_slices)(c);
-    const int saved_threads = FN(enter_serial_blas)();
-    if (slices == 1) {
-        FN(backward_recurrence)(c, dz, h, steps, first_step, 0, c->B);
-    } else {
+    for (int l = c->L - 1; l >= 0; l--) {
+        const int saved_threads = FN(enter_serial_blas)();
+        if (slices == 1) {
+            FN(layer_backward)(c, l, set, states, steps, first_step, 0, c->B);
+        } else {
 #pragma omp parallel num_threads(slices)
-        {
-            int b0, b1;
-            FN(batch_slice)(c, &b0, &b1);
-            FN(backward_recurrence)(c, dz, h, steps, first_step, b0, b1);
+            {
+                int b0, b1;
+                FN(batch_slice)(c, &b0, &b1);
+                FN(layer_backward)(c, l, set, states, steps, first_step, b0, b1);
+            }
         }
+        omp_set_num_threads(saved_threads);
+        if (l > 0) FN(input_backward)(c, l, set, steps * c->B);
     }
-    omp_set_num_threads(saved_threads);
 }
 
-/* The output layer's backward for rows (h: (rows, H), the states of steps t0..):
+/* The output layer's backward for rows (h: (rows, H), the top layer's states of steps t0..):
  * dY (rows, V) = softmax(Y) - onehot(target), times 1/(T*B) for MEAN, from the logits
  * recomputed and the stored log-sum-exps; dby += colsum(dY); dWhy (V, H) += dY^T · h;
- * dh_out (rows, H) = dY · Why into dz. */
-static void FN(output_backward)(cpu_ctx *c, const REAL *h, int t0, int rows, REAL *dz)
+ * dh_out (rows, H) = dY · Why into the set's buffer of the top layer. */
+static void FN(output_backward)(cpu_ctx *c, const REAL *h, int t0, int rows, int set)
 {
     const int V = c->V, H = c->H;
     const REAL *Why = WHY(c->params, c), *by = BY(c->params, c);
     REAL *dWhy = WHY(c->grads, c), *dby = BY(c->grads, c);
+    REAL *dh_out = FN(dh_out_of)(c, set, c->L - 1);
     const REAL scale =
         c->reduction == GPURNN_LOSS_MEAN ? (REAL)(1.0 / ((double)c->T * c->B)) : (REAL)1;
     const int32_t *tgt = c->targets + (size_t)t0 * c->B;
@@ -668,25 +975,36 @@ static void FN(output_backward)(cpu_ctx *c, const REAL *h, int t0, int rows, REA
     }
     CBLAS_GEMV(CblasRowMajor, CblasTrans, rows, V, 1, c->logits, V, c->ones, 1, 1, dby, 1);
     CBLAS_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, V, H, rows, 1, c->logits, V, h, H, 1, dWhy, H);
-    CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, H, V, 1, c->logits, V, Why, H, 0, dz, H);
+    CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, H, V, 1, c->logits, V, Why, H, 0, dh_out, H);
 }
 
-/* The recurrence's weight gradients from a chunk's dz (rows, H) and the states before
- * (h_prev: (rows, H)): dWhh (H, H) += dZ^T · h_prev; dbh += colsum(dZ); dWxh[:, x] += dz. */
-static void FN(recurrence_weight_grads)(cpu_ctx *c, const REAL *dz, const REAL *h_prev, int t0, int rows)
+/* The weight gradients of every layer from a chunk's dz (set) and its states (states: the
+ * state before the chunk; rows = steps*B): dW_hh (G*H, H) += dZh^T · h_prev;
+ * dW_ih += dZ^T · x (layer 0: a scatter-add by token); biases += column sums. */
+static void FN(recurrence_weight_grads)(cpu_ctx *c, int set, cpu_states states, int t0, int rows)
 {
-    const int H = c->H;
-    CBLAS_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, H, H, rows, 1, dz, H, h_prev, H, 1,
-               WHH(c->grads, c), H);
-    CBLAS_GEMV(CblasRowMajor, CblasTrans, rows, H, 1, dz, H, c->ones, 1, 1, BH(c->grads, c), 1);
-    FN(scatter_input_gradient)(c, dz, c->inputs + (size_t)t0 * c->B, rows, WXH(c->grads, c));
+    const int H = c->H, GH = c->G * H;
+    for (int l = c->L - 1; l >= 0; l--) {
+        const REAL *dz = FN(dz_of)(c, set, l), *dzh = FN(dz_hidden_of)(c, set, l);
+        CBLAS_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, GH, H, rows, 1, dzh, GH,
+                   FN(stream)(states, H_STREAM(c, l)), H, 1, W_HH(c->grads, c, l), H);
+        CBLAS_GEMV(CblasRowMajor, CblasTrans, rows, GH, 1, dz, GH, c->ones, 1, 1, B_IH(c->grads, c, l), 1);
+        if (c->lay.two_biases)
+            CBLAS_GEMV(CblasRowMajor, CblasTrans, rows, GH, 1, dzh, GH, c->ones, 1, 1, B_HH(c->grads, c, l), 1);
+        if (l == 0)
+            FN(scatter_input_gradient)(c, dz, c->inputs + (size_t)t0 * c->B, rows, W_IH(c->grads, c, 0));
+        else
+            CBLAS_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, GH, H, rows, 1, dz, GH,
+                       FN(stream)(FN(later)(c, states, 1), H_STREAM(c, l - 1)), H, 1, W_IH(c->grads, c, l), H);
+    }
 }
 
 static void FN(backward_pass)(cpu_ctx *c, int pipelined)
 {
     const int B = c->B, T = c->T, C = c->chunk_steps;
     const size_t step = (size_t)B * c->H;
-    memset(c->dh_next, 0, step * sizeof(REAL));
+    memset(c->dh_next, 0, (size_t)c->L * step * sizeof(REAL));
+    if (c->dc_next) memset(c->dc_next, 0, (size_t)c->L * step * sizeof(REAL));
     const int chunks = (T + C - 1) / C;
 #define CHUNK_T0(i) ((i) * C)
 #define CHUNK_STEPS(i) (T - (i) * C < C ? T - (i) * C : C)
@@ -696,15 +1014,13 @@ static void FN(backward_pass)(cpu_ctx *c, int pipelined)
          * does the output layer of chunk i-1; chunk i+1's weight gradients (its dz was
          * done at stage i+1) go to the thread with less to do: the other one with the
          * full history, the first one when the other also recomputes states. Chunk i's
-         * dz is dz[i % 3]. Every sum over chunks still runs from the last to the first. */
-        const size_t chunk_values = (size_t)C * step;
-        REAL *dz[3] = {c->dh, c->dh_alt, c->dh_alt + chunk_values};
+         * buffers are set i % 3. Every sum over chunks still runs from the last to the first. */
         const int grads_on_first = c->ckpt_every != GPURNN_BPTT_KEEP_ALL;
         const int last = chunks - 1;
         c->window_lo = 1; /* the segment buffers share the window's memory */
         c->window_hi = 0;
 #define STATES(i) FN(pipeline_states)(c, CHUNK_T0(i)) /* state t0 of chunk i .. */
-        FN(output_backward)(c, STATES(last) + step, CHUNK_T0(last), CHUNK_STEPS(last) * B, dz[last % 3]);
+        FN(output_backward)(c, FN(top_h)(c, STATES(last)), CHUNK_T0(last), CHUNK_STEPS(last) * B, last % 3);
         for (int i = last; i >= 0; i--) {
 #pragma omp parallel num_threads(2)
             {
@@ -712,17 +1028,16 @@ static void FN(backward_pass)(cpu_ctx *c, int pipelined)
                 /* chunk i's interval was made ready by the previous stage (or above); the
                  * other thread only ever recomputes the interval in the other buffer */
                 const int first = id == 0, other = id == 1 || alone;
-                if (first)
-                    FN(run_backward_recurrence)(c, dz[i % 3], STATES(i) + step, CHUNK_STEPS(i), i == 0);
+                if (first) FN(run_backward_recurrence)(c, i % 3, STATES(i), CHUNK_STEPS(i), i == 0);
                 if (i < last && (grads_on_first ? first : other))
-                    FN(recurrence_weight_grads)(c, dz[(i + 1) % 3], STATES(i + 1), CHUNK_T0(i + 1),
+                    FN(recurrence_weight_grads)(c, (i + 1) % 3, STATES(i + 1), CHUNK_T0(i + 1),
                                                 CHUNK_STEPS(i + 1) * B);
                 if (i > 0 && other)
-                    FN(output_backward)(c, STATES(i - 1) + step, CHUNK_T0(i - 1), CHUNK_STEPS(i - 1) * B,
-                                        dz[(i - 1) % 3]);
+                    FN(output_backward)(c, FN(top_h)(c, STATES(i - 1)), CHUNK_T0(i - 1), CHUNK_STEPS(i - 1) * B,
+                                        (i - 1) % 3);
             }
         }
-        FN(recurrence_weight_grads)(c, dz[0], STATES(0), 0, CHUNK_STEPS(0) * B);
+        FN(recurrence_weight_grads)(c, 0, STATES(0), 0, CHUNK_STEPS(0) * B);
 #undef STATES
         return;
     }
@@ -732,11 +1047,10 @@ static void FN(backward_pass)(cpu_ctx *c, int pipelined)
     c->segment_in[0] = c->segment_in[1] = c->segment_in[2] = -1; /* the window overwrites the segment buffers */
     for (int i = chunks - 1; i >= 0; i--) {
         const int t0 = CHUNK_T0(i), steps = CHUNK_STEPS(i);
-        const REAL *h_prev = FN(states_for_backward)(c, t0, t0 + steps); /* (rows, H): h_{t0-1} .. */
-        const REAL *h = h_prev + step;                                    /* (rows, H): h_t0 .. */
-        FN(output_backward)(c, h, t0, steps * B, c->dh);
-        FN(run_backward_recurrence)(c, c->dh, h, steps, t0 == 0);
-        FN(recurrence_weight_grads)(c, c->dh, h_prev, t0, steps * B);
+        const cpu_states states = FN(states_for_backward)(c, t0, t0 + steps); /* state t0 .. */
+        FN(output_backward)(c, FN(top_h)(c, states), t0, steps * B, 0);
+        FN(run_backward_recurrence)(c, 0, states, steps, t0 == 0);
+        FN(recurrence_weight_grads)(c, 0, states, t0, steps * B);
     }
 #undef CHUNK_T0
 #undef CHUNK_STEPS
@@ -858,7 +1172,7 @@ static inline int FN(update_block)(const gpurnn_update_rule *rule, const REAL *g
 static gpurnn_status FN(step)(void *ctx, const gpurnn_update_rule *rule, size_t *bad_index)
 {
     cpu_ctx *c = ctx;
-    c->wxh_t_fresh = 0;
+    c->w_ih0_t_fresh = 0;
     size_t blocks = gpurnn_cpu_block_count(c->n);
     double *block_bad = c->block_sums;
 #pragma omp parallel for schedule(static) if (c->n >= GPURNN_CPU_PARALLEL_MIN)
@@ -882,32 +1196,48 @@ static gpurnn_status FN(step)(void *ctx, const gpurnn_update_rule *rule, size_t 
     return GPURNN_OK;
 }
 
-/* One sequence of sampling from state h0 (H), with scratch h (2, H), y (V) and weights
- * (V): feeds first_token, then each token drawn, writing draw k to out[k * out_stride]
- * with the random number of gpurnn_sample_draw_index(b, k). On NUMERIC, *bad_draw is k.
- * gpurnn_sample and every sequence of gpurnn_sample_batch come here, so that sequence 0
- * of a batch draws sample's tokens. Runs BLAS on the calling thread only. */
-static gpurnn_status FN(sample_sequence)(const cpu_ctx *c, const REAL *h0, REAL *h, REAL *y, double *weights,
+/* One sequence of sampling from sequence b's carried state (of every layer), with the
+ * workspace work (sample_stride values), y (V) and weights (V): feeds first_token, then each
+ * token drawn, writing draw k to out[k * out_stride] with the random number of
+ * gpurnn_sample_draw_index(b, k). On NUMERIC, *bad_draw is k. gpurnn_sample and every
+ * sequence of gpurnn_sample_batch come here, so that sequence 0 of a batch draws sample's
+ * tokens. Runs BLAS on the calling thread only; w_ih0_t must be fresh. */
+static gpurnn_status FN(sample_sequence)(const cpu_ctx *c, int b, REAL *work, REAL *y, double *weights,
                                          int32_t first_token, int n, double temperature,
-                                         unsigned long long seed, uint64_t b, int32_t *out,
-                                         size_t out_stride, int *bad_draw)
+                                         unsigned long long seed, int32_t *out, size_t out_stride, int *bad_draw)
 {
-    const int V = c->V, H = c->H;
-    const REAL *Wxh = WXH(c->params, c), *Whh = WHH(c->params, c), *Why = WHY(c->params, c);
-    const REAL *bh = BH(c->params, c), *by = BY(c->params, c);
-    REAL *next = h + H;
-    memcpy(h, h0, (size_t)H * sizeof(REAL));
+    const int V = c->V, H = c->H, L = c->L, GH = c->G * H, carried = L * c->carried;
+    const REAL *Why = WHY(c->params, c), *by = BY(c->params, c);
+    /* work: two copies of the carried streams (carried, H) each, gx (G*H), gh (G*H), gates (4, H) */
+    REAL *now = work, *next = work + (size_t)carried * H;
+    REAL *gx_work = next + (size_t)carried * H, *gh_work = gx_work + GH, *gate_work = gh_work + GH;
+    REAL *gates[4] = {NULL, NULL, NULL, NULL};
+    for (int k = 0; k < c->gate_streams; k++) gates[k] = gate_work + (size_t)k * H;
+    for (int k = 0; k < carried; k++)
+        memcpy(now + (size_t)k * H, c->state + ((size_t)k * c->B + b) * H, (size_t)H * sizeof(REAL));
+    const int lstm = c->cell == GPURNN_CELL_LSTM;
     int32_t x = first_token;
     for (int k = 0; k < n; k++) {
-        CBLAS_GEMV(CblasRowMajor, CblasNoTrans, H, H, 1, Whh, H, h, 1, 0, next, 1);
-        for (int i = 0; i < H; i++) next[i] = TANH(next[i] + Wxh[(size_t)i * V + x] + bh[i]);
-        REAL *swap = h;
-        h = next;
+        for (int l = 0; l < L; l++) {
+            REAL *h = next + (size_t)l * H;
+            REAL *gh = c->G == 1 ? h : gh_work;
+            FN(project)(W_HH(c->params, c, l), GH, H, now + (size_t)l * H, gh, 1);
+            const REAL *gx = c->w_ih0_t + (size_t)x * GH;
+            if (l > 0) {
+                FN(project)(W_IH(c->params, c, l), GH, H, next + (size_t)(l - 1) * H, gx_work, 1);
+                gx = gx_work;
+            }
+            FN(cell_forward_row)(c, l, gx, gh, now + (size_t)l * H, lstm ? now + (size_t)(L + l) * H : NULL, h,
+                                 lstm ? next + (size_t)(L + l) * H : NULL, gates);
+        }
+        REAL *swap = now;
+        now = next;
         next = swap;
-        CBLAS_GEMV(CblasRowMajor, CblasNoTrans, V, H, 1, Why, H, h, 1, 0, y, 1);
+        CBLAS_GEMV(CblasRowMajor, CblasNoTrans, V, H, 1, Why, H, now + (size_t)(L - 1) * H, 1, 0, y, 1);
         for (int v = 0; v < V; v++) y[v] += by[v];
         for (int v = 0; v < V; v++) weights[v] = (double)y[v];
-        gpurnn_status s = gpurnn_cpu_draw(weights, V, temperature, seed, gpurnn_sample_draw_index(b, (uint64_t)k), &x);
+        gpurnn_status s =
+            gpurnn_cpu_draw(weights, V, temperature, seed, gpurnn_sample_draw_index((uint64_t)b, (uint64_t)k), &x);
         if (s != GPURNN_OK) {
             *bad_draw = k;
             return s;
@@ -921,10 +1251,11 @@ static gpurnn_status FN(sample)(void *ctx, int32_t first_token, int n, double te
                                 unsigned long long seed, int32_t *out)
 {
     cpu_ctx *c = ctx;
+    if (!c->w_ih0_t_fresh) FN(transpose_input_weights)(c);
     const int saved_threads = FN(enter_serial_blas)();
     int bad_draw = -1;
-    gpurnn_status s = FN(sample_sequence)(c, c->state /* sequence 0 */, c->sample_h, c->sample_logits,
-                                          c->sample_y, first_token, n, temperature, seed, 0, out, 1, &bad_draw);
+    gpurnn_status s = FN(sample_sequence)(c, 0, c->sample_work, c->sample_logits, c->sample_y, first_token, n,
+                                          temperature, seed, out, 1, &bad_draw);
     omp_set_num_threads(saved_threads);
     return s;
 }
@@ -935,15 +1266,15 @@ static gpurnn_status FN(sample_batch)(void *ctx, const int32_t *first_tokens, in
                                       unsigned long long seed, int32_t *out)
 {
     cpu_ctx *c = ctx;
-    const int B = c->B, V = c->V, H = c->H;
+    const int B = c->B, V = c->V;
+    if (!c->w_ih0_t_fresh) FN(transpose_input_weights)(c);
     const int threads = FN(enter_serial_blas)();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (B > 1)
     for (int b = 0; b < B; b++) {
         c->batch_bad_draw[b] = -1;
-        FN(sample_sequence)(c, c->state + (size_t)b * H, c->batch_h + (size_t)b * c->batch_h_stride,
+        FN(sample_sequence)(c, b, c->batch_work + (size_t)b * c->sample_stride,
                             c->batch_logits + (size_t)b * c->batch_y_stride, c->batch_weights + (size_t)b * V,
-                            first_tokens[b], n, temperature, seed, (uint64_t)b, out + b, (size_t)B,
-                            &c->batch_bad_draw[b]);
+                            first_tokens[b], n, temperature, seed, out + b, (size_t)B, &c->batch_bad_draw[b]);
     }
     omp_set_num_threads(threads);
     /* the draws' own messages were set on the worker threads: report on this one */
@@ -955,25 +1286,31 @@ static gpurnn_status FN(sample_batch)(void *ctx, const int32_t *first_tokens, in
 }
 
 /* Where state j of an inference call sits (see infer_ring). */
-static REAL *FN(infer_state)(const cpu_ctx *c, int j)
+static cpu_states FN(infer_state)(const cpu_ctx *c, int j)
 {
-    return c->infer_states + (size_t)(j % c->infer_ring) * c->B * c->H;
+    cpu_states s = {c->infer_states + (size_t)(j % c->infer_ring) * c->B * c->H, c->infer_stride};
+    return s;
 }
 
-/* One recurrence step of the whole batch, each thread on its slice as in run_recurrence
- * (the same slices, so the same products). */
-static void FN(infer_recurrence_step)(const cpu_ctx *c, const REAL *prev, REAL *cur, const int32_t *xt)
+/* One step of every layer for the whole batch, each thread on its slice as in
+ * run_recurrence (the same slices and calls, so the same products). */
+static void FN(infer_layers_step)(const cpu_ctx *c, cpu_states prev, cpu_states cur, const int32_t *xt, int b0, int b1)
+{
+    for (int l = 0; l < c->L; l++) FN(layer_step)(c, l, prev, cur, xt, b0, b1);
+}
+
+static void FN(infer_recurrence_step)(const cpu_ctx *c, cpu_states prev, cpu_states cur, const int32_t *xt)
 {
     const int slices = FN(recurrence_slices)(c);
     const int saved_threads = FN(enter_serial_blas)();
     if (slices == 1) {
-        FN(recurrence_step)(c, prev, cur, xt, 0, c->B);
+        FN(infer_layers_step)(c, prev, cur, xt, 0, c->B);
     } else {
 #pragma omp parallel num_threads(slices)
         {
             int b0, b1;
             FN(batch_slice)(c, &b0, &b1);
-            FN(recurrence_step)(c, prev, cur, xt, b0, b1);
+            FN(infer_layers_step)(c, prev, cur, xt, b0, b1);
         }
     }
     omp_set_num_threads(saved_threads);
@@ -1024,13 +1361,13 @@ static gpurnn_status FN(infer)(void *ctx, const int32_t *inputs, const int32_t *
 {
     cpu_ctx *c = ctx;
     const int B = c->B, V = c->V;
-    const size_t step = (size_t)B * c->H;
-    if (!c->wxh_t_fresh) FN(transpose_wxh)(c);
-    memcpy(FN(infer_state)(c, 0), c->state, step * sizeof(REAL));
+    if (!c->w_ih0_t_fresh) FN(transpose_input_weights)(c);
+    FN(copy_carried)(c, FN(infer_state)(c, 0), FN(carried_state)(c));
     double total = 0;
     for (int t = 0; t < T; t++) {
-        REAL *h = FN(infer_state)(c, t + 1);
-        FN(infer_recurrence_step)(c, FN(infer_state)(c, t), h, inputs + (size_t)t * B);
+        const cpu_states cur = FN(infer_state)(c, t + 1);
+        FN(infer_recurrence_step)(c, FN(infer_state)(c, t), cur, inputs + (size_t)t * B);
+        const REAL *h = FN(stream)(cur, H_STREAM(c, c->L - 1));
         const int wants = what == GPURNN_INFER_EACH_STEP || (what == GPURNN_INFER_LAST && t == T - 1);
         if (!wants && !targets) continue;
         double *dist = !wants ? NULL : what == GPURNN_INFER_EACH_STEP ? out + (size_t)t * B * V : out;
@@ -1046,7 +1383,7 @@ static gpurnn_status FN(infer)(void *ctx, const int32_t *inputs, const int32_t *
     }
     if (targets && !isfinite(total))
         return gpurnn_fail(GPURNN_ERR_NUMERIC, "the log-likelihood is %g; the carried state was not changed", total);
-    memcpy(c->state, FN(infer_state)(c, T), step * sizeof(REAL));
+    FN(copy_carried)(c, FN(carried_state)(c), FN(infer_state)(c, T));
     if (log_likelihood) *log_likelihood = total;
     return GPURNN_OK;
 }
