@@ -29,7 +29,7 @@ static const field fields[] = {
     R(max_s),     R(tokens_per_s), R(flops_per_step), R(gflops), R(gemm_gflops),
     R(gemm_fraction), R(loss), R(peak_rss_bytes), R(base_rss_bytes), R(theory_bytes),
     R(dev_mem_bytes), R(dev_total_bytes), R(ratio), R(ratio_best), I(bptt_checkpoint_every),
-    R(model_host_bytes), R(model_device_bytes), R(activation_bytes),
+    R(model_host_bytes), R(model_device_bytes), R(activation_bytes), S(cell), I(layers),
 };
 
 #undef S
@@ -66,9 +66,16 @@ void bench_record_init(bench_record *r)
     }
 }
 
+int bench_cell_gates(const char *cell)
+{
+    if (cell && !strcmp(cell, "gru")) return 3;
+    if (cell && !strcmp(cell, "lstm")) return 4;
+    return 1;
+}
+
 /* Model FLOPs of one training step, a multiply-add counted as 2. Only the matrix products
  * that any dense implementation of the model has to do are counted, not what a given
- * implementation chooses to recompute:
+ * implementation chooses to recompute. For the vanilla model (one tanh layer):
  *   forward,  per token:  Whh·h_{t-1}          2H²
  *                         Why·h_t              2VH   (Wxh·x_t is a column gather: 0)
  *   backward, per token:  dWhy += dy_t h_tᵀ    2VH
@@ -76,19 +83,27 @@ void bench_record_init(bench_record *r)
  *                         dWhh += dz_t h_{t-1}ᵀ 2H²
  *                         Whhᵀ·dz_t            2H²
  *   one step:             6·T·B·(H² + V·H)
- * The element-wise work (tanh and its derivative, softmax, biases, the gradient norm,
- * the optimizer update) is O(T·B·(H+V) + P) and is left out. */
-double bench_model_flops(long long V, long long H, long long B, long long T)
+ * With L layers of G gates (G = 1 tanh/ReLU, 3 GRU, 4 LSTM), every product of a layer has
+ * G·H rows, and layers above the first also multiply their input (H) by W_ih, forward and
+ * twice backward: 6·T·B·(G·H² + (L-1)·2·G·H² + V·H).
+ * The element-wise work (activations and their derivatives, softmax, biases, the gradient
+ * norm, the optimizer update) is O(T·B·(G·H·L+V) + P) and is left out. */
+double bench_model_flops(const char *cell, long long L, long long V, long long H, long long B, long long T)
 {
-    return 6.0 * (double)T * (double)B * ((double)H * (double)H + (double)V * (double)H);
+    const double G = bench_cell_gates(cell), layers = L < 1 ? 1 : (double)L;
+    const double h = (double)H, per_token = G * h * h + (layers - 1) * 2 * G * h * h + (double)V * h;
+    return 6.0 * (double)T * (double)B * per_token;
 }
 
-double bench_theory_bytes(long long V, long long H, long long B, long long T, int opt_slots,
-                          size_t elem_size)
+double bench_theory_bytes(const char *cell, long long L, long long V, long long H, long long B, long long T,
+                          int opt_slots, size_t elem_size)
 {
-    double P = 2.0 * (double)H * (double)V + (double)H * (double)H + (double)H + (double)V;
-    double hidden = ((double)T + 1.0) * (double)B * (double)H;
-    return (hidden + (2.0 + opt_slots) * P) * (double)elem_size;
+    const double G = bench_cell_gates(cell), layers = L < 1 ? 1 : (double)L, h = (double)H, v = (double)V;
+    const double biases = G == 1 ? h : 2 * G * h;
+    const double P = G * h * v + G * h * h + (layers - 1) * 2 * G * h * h + v * h + layers * biases + v;
+    const double streams = layers * ((cell && !strcmp(cell, "lstm") ? 2 : 1) + (G > 1 ? 4 : 0));
+    const double activations = ((double)T + 1.0) * (double)B * h * streams;
+    return (activations + (2.0 + opt_slots) * P) * (double)elem_size;
 }
 
 static void write_string(FILE *f, const char *s)

@@ -24,8 +24,10 @@ typedef struct bench_record {
     char status[8];     /* "ok", "skipped", "error" */
     char reason[320];   /* why a measurement was skipped or failed */
     char peer[48];      /* ratio records: what the ratio divides by */
+    char cell[8];       /* "tanh", "relu", "gru", "lstm"; empty: tanh */
     /* integers: -1 means "not set" */
     long long V, H, B, T;
+    long long layers;   /* L; -1: 1 */
     long long threads, warmup, repeats;
     long long M, N, K; /* GEMM records: the product's shape */
     /* reals: NaN means "not set" */
@@ -69,12 +71,15 @@ double bench_now_s(void);
 /* Sorts the n > 0 step times t and sets r's median_s, min_s, max_s and repeats. */
 void bench_summarize_times(double *t, int n, bench_record *r);
 
-double bench_model_flops(long long V, long long H, long long B, long long T);
-
-/* Bytes the training state cannot do without: hidden states (T+1)·B·H, parameters P,
- * gradients P, optimizer state k·P (k = 0 for plain SGD, 1 for SGD with momentum or
- * Adagrad, 2 for Adam), each of elem_size bytes. P = 2HV + H² + H + V. */
-double bench_theory_bytes(long long V, long long H, long long B, long long T, int opt_slots,
-                          size_t elem_size);
-
+/* Gates per layer of a cell name: 3 for "gru", 4 for "lstm", else 1 (tanh, relu, empty). */
+int bench_cell_gates(const char *cell);
+/* Model FLOPs of one training step of L layers of cell; see bench_record.c and bench/README.md. */
+double bench_model_flops(const char *cell, long long L, long long V, long long H, long long B, long long T);
+/* Bytes the training state cannot do without: activations (T+1)·B·H per stream (h of
+ * every layer, c of every LSTM layer, and the 4 gates a GRU/LSTM layer keeps for backward),
+ * parameters P, gradients P, optimizer state k·P (k = 0 for plain SGD, 1 for SGD with
+ * momentum or Adagrad, 2 for Adam), each of elem_size bytes; P as in gpurnn.h's layout
+ * (2HV + H² + H + V for one tanh layer). */
+double bench_theory_bytes(const char *cell, long long L, long long V, long long H, long long B, long long T,
+                          int opt_slots, size_t elem_size);
 #endif

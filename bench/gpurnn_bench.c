@@ -50,14 +50,26 @@ typedef struct {
     int V, H, B, T;
     int steps, warmup; /* defaults for this preset */
     const char *what;
+    gpurnn_cell cell;
+    int layers;        /* 0: 1 */
 } preset;
 
 static const preset presets[] = {
-    {"min-char-rnn", 65, 100, 1, 25, 200, 20, "Karpathy's min-char-rnn: tiny model, short BPTT window"},
-    {"batched", 128, 512, 32, 1000, 10, 2, "a batch of 32 sequences of 1000 steps, H=512"},
-    {"long", 128, 256, 1, 10000, 5, 1, "one sequence of 10,000 steps"},
-    {"very-long", 128, 256, 1, 100000, 3, 1, "one sequence of 100,000 steps (memory bound check)"},
+    {"min-char-rnn", 65, 100, 1, 25, 200, 20, "Karpathy's min-char-rnn: tiny model, short BPTT window", GPURNN_CELL_TANH, 1},
+    {"batched", 128, 512, 32, 1000, 10, 2, "a batch of 32 sequences of 1000 steps, H=512", GPURNN_CELL_TANH, 1},
+    {"long", 128, 256, 1, 10000, 5, 1, "one sequence of 10,000 steps", GPURNN_CELL_TANH, 1},
+    {"very-long", 128, 256, 1, 100000, 3, 1, "one sequence of 100,000 steps (memory bound check)", GPURNN_CELL_TANH, 1},
+    {"gru-batched", 128, 512, 32, 1000, 5, 1, "2 GRU layers, a batch of 32 sequences of 1000 steps", GPURNN_CELL_GRU, 2},
+    {"lstm-batched", 128, 512, 32, 1000, 5, 1, "2 LSTM layers, a batch of 32 sequences of 1000 steps", GPURNN_CELL_LSTM, 2},
+    {"gru-long", 128, 256, 1, 10000, 5, 1, "1 GRU layer, one sequence of 10,000 steps", GPURNN_CELL_GRU, 1},
+    {"lstm-long", 128, 256, 1, 10000, 5, 1, "1 LSTM layer, one sequence of 10,000 steps", GPURNN_CELL_LSTM, 1},
 };
+
+static const char *cell_name(gpurnn_cell cell)
+{
+    static const char *const names[] = {"tanh", "relu", "gru", "lstm"};
+    return (unsigned)cell <= GPURNN_CELL_LSTM ? names[cell] : "?";
+}
 #define NPRESETS ((int)(sizeof presets / sizeof presets[0]))
 
 #define MAX_SEQ 32
@@ -66,6 +78,8 @@ static const preset presets[] = {
 typedef struct {
     const char *preset; /* name, or "custom" */
     int V, H, B, T, steps, warmup;
+    gpurnn_cell cell;
+    int layers;
 } config;
 
 enum { BK_CPU = 1, BK_CUDA = 2 };
@@ -73,6 +87,7 @@ enum { BK_CPU = 1, BK_CUDA = 2 };
 typedef struct {
     char presets_arg[256];
     int V, H, B; /* -1: from the preset */
+    int cell, layers; /* -1: from the preset */
     int seqs[MAX_SEQ], nseq;
     gpurnn_dtype dtype;
     int backends;
@@ -117,12 +132,15 @@ static void usage(FILE *f)
             "  --preset LIST      comma-separated presets, or 'all' (the default when no model\n"
             "                     flag is given):\n");
     for (int i = 0; i < NPRESETS; i++)
-        fprintf(f, "                       %-13s V=%d H=%d B=%d T=%d  (%s)\n", presets[i].name, presets[i].V,
-                presets[i].H, presets[i].B, presets[i].T, presets[i].what);
+        fprintf(f, "                       %-13s %s L=%d V=%d H=%d B=%d T=%d  (%s)\n", presets[i].name,
+                cell_name(presets[i].cell), presets[i].layers, presets[i].V, presets[i].H, presets[i].B, presets[i].T,
+                presets[i].what);
     fprintf(f,
             "  --vocab V --hidden H --batch B\n"
             "                     model shape; override the preset's (without --preset, a custom\n"
             "                     model that starts from min-char-rnn's shape)\n"
+            "  --cell tanh|relu|gru|lstm --layers L\n"
+            "                     the recurrent cell and number of layers; override the preset's\n"
             "  --seq LIST         sequence lengths T, e.g. 100,1000,10000,100000 (overrides the preset's)\n"
             "  --dtype f32|f64    precision (default f32; the peers are f32 only)\n"
             "  --backend cpu|cuda|all   (default all; an unavailable backend prints why and is skipped)\n"
@@ -207,6 +225,7 @@ static int parse_options(int argc, char **argv, options *o)
 {
     memset(o, 0, sizeof *o);
     o->V = o->H = o->B = -1;
+    o->cell = o->layers = -1;
     o->dtype = GPURNN_F32;
     o->backends = BK_CPU | BK_CUDA;
     const char *env_threads = getenv("OMP_NUM_THREADS");
@@ -244,7 +263,8 @@ static int parse_options(int argc, char **argv, options *o)
             "--hidden",    "--batch",     "--seq",     "--dtype",      "--backend",    "--threads",
             "--steps",     "--warmup",    "--max-time", "--timeout",   "--optimizer",  "--lr",
             "--clip",      "--loss",      "--seed",    "--gemm-size",  "--cuda-gemm-size", "--plot",
-            "--python",    "--cudnn-algo", "--torch-max-seq", "--bptt-checkpoint", "--activation-budget"};
+            "--python",    "--cudnn-algo", "--torch-max-seq", "--bptt-checkpoint", "--activation-budget",
+            "--cell",      "--layers"};
         int is_known = 0;
         for (size_t k = 0; k < sizeof known / sizeof known[0]; k++) is_known |= !strcmp(name, known[k]);
         if (!is_known) {
@@ -279,6 +299,14 @@ static int parse_options(int argc, char **argv, options *o)
             bad = parse_int(val, 1, &o->H), model_flag = 1;
         else if (!strcmp(name, "--batch"))
             bad = parse_int(val, 1, &o->B), model_flag = 1;
+        else if (!strcmp(name, "--cell")) {
+            o->cell = -1;
+            for (int k = 0; k <= GPURNN_CELL_LSTM; k++)
+                if (!strcmp(val, cell_name((gpurnn_cell)k))) o->cell = k;
+            bad = o->cell < 0;
+            model_flag = 1;
+        } else if (!strcmp(name, "--layers"))
+            bad = parse_int(val, 1, &o->layers) || o->layers > GPURNN_MAX_LAYERS, model_flag = 1;
         else if (!strcmp(name, "--seq")) {
             char buf[512];
             bench_set_string(buf, sizeof buf, val);
@@ -378,11 +406,14 @@ static int parse_options(int argc, char **argv, options *o)
     return 0;
 }
 
-static void add_config(config *out, int *n, const char *name, int V, int H, int B, int T, int steps, int warmup)
+static void add_config(config *out, int *n, const char *name, gpurnn_cell cell, int layers, int V, int H, int B,
+                       int T, int steps, int warmup)
 {
     if (*n >= MAX_CONFIGS) return;
     config *c = &out[(*n)++];
     c->preset = name;
+    c->cell = cell;
+    c->layers = layers;
     c->V = V;
     c->H = H;
     c->B = B;
@@ -400,7 +431,7 @@ static int build_configs(const options *o, config *out)
     for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         const preset *list[NPRESETS];
         int count = 0;
-        static const preset custom = {"custom", 65, 100, 1, 25, 20, 3, "custom"};
+        static const preset custom = {"custom", 65, 100, 1, 25, 20, 3, "custom", GPURNN_CELL_TANH, 1};
         if (!strcmp(tok, "all")) {
             for (int i = 0; i < NPRESETS; i++) list[count++] = &presets[i];
         } else if (!strcmp(tok, "custom")) {
@@ -417,12 +448,15 @@ static int build_configs(const options *o, config *out)
             const preset *p = list[k];
             int V = o->V > 0 ? o->V : p->V, H = o->H > 0 ? o->H : p->H, B = o->B > 0 ? o->B : p->B;
             int steps = o->steps > 0 ? o->steps : p->steps, warmup = o->warmup >= 0 ? o->warmup : p->warmup;
-            int modified = V != p->V || H != p->H || B != p->B;
+            gpurnn_cell cell = o->cell >= 0 ? (gpurnn_cell)o->cell : p->cell;
+            int layers = o->layers > 0 ? o->layers : p->layers;
+            int modified = V != p->V || H != p->H || B != p->B || cell != p->cell || layers != p->layers;
             const char *name = modified ? "custom" : p->name;
             if (o->nseq)
-                for (int s = 0; s < o->nseq; s++) add_config(out, &n, name, V, H, B, o->seqs[s], steps, warmup);
+                for (int s = 0; s < o->nseq; s++)
+                    add_config(out, &n, name, cell, layers, V, H, B, o->seqs[s], steps, warmup);
             else
-                add_config(out, &n, name, V, H, B, p->T, steps, warmup);
+                add_config(out, &n, name, cell, layers, V, H, B, p->T, steps, warmup);
         }
     }
     return n;
@@ -626,6 +660,8 @@ static void identity_record(bench_record *r, const char *impl, const char *backe
     r->threads = o->threads;
     if (!c) return;
     BENCH_SET(r->preset, c->preset);
+    BENCH_SET(r->cell, cell_name(c->cell));
+    r->layers = c->layers;
     r->V = c->V;
     r->H = c->H;
     r->B = c->B;
@@ -647,14 +683,16 @@ static void measure_gpurnn(const void *arg, bench_record *r)
     BENCH_SET(r->dtype, dtype_name(o->dtype));
     BENCH_SET(r->optimizer, optimizer_name(o->optimizer));
     BENCH_SET(r->reduction, o->reduction == GPURNN_LOSS_MEAN ? "mean" : "sum");
+    BENCH_SET(r->cell, cell_name(c->cell));
+    r->layers = c->layers;
     r->V = c->V;
     r->H = c->H;
     r->B = c->B;
     r->T = c->T;
     r->threads = o->threads;
     r->warmup = c->warmup;
-    r->flops_per_step = bench_model_flops(c->V, c->H, c->B, c->T);
-    r->theory_bytes = bench_theory_bytes(c->V, c->H, c->B, c->T, optimizer_slots(o->optimizer),
+    r->flops_per_step = bench_model_flops(r->cell, c->layers, c->V, c->H, c->B, c->T);
+    r->theory_bytes = bench_theory_bytes(r->cell, c->layers, c->V, c->H, c->B, c->T, optimizer_slots(o->optimizer),
                                          o->dtype == GPURNN_F64 ? sizeof(double) : sizeof(float));
 
     gpurnn_status s = gpurnn_backend_check(j->backend);
@@ -707,6 +745,8 @@ static void measure_gpurnn(const void *arg, bench_record *r)
     cfg.backend = j->backend;
     cfg.reduction = o->reduction;
     cfg.seed = o->seed;
+    cfg.cell = c->cell;
+    cfg.num_layers = c->layers;
     cfg.bptt_checkpoint_every = o->bptt_every;
     cfg.activation_budget_bytes = o->act_budget;
     gpurnn_model *m = NULL;
@@ -1145,7 +1185,7 @@ static void print_record(bench_out *b, bench_record *r)
 static bench_record *emit(bench_out *b, bench_record *r, double gemm_gflops)
 {
     if (!strcmp(r->kind, "step") && !strcmp(r->status, "ok")) {
-        r->flops_per_step = bench_model_flops(r->V, r->H, r->B, r->T);
+        r->flops_per_step = bench_model_flops(r->cell, r->layers, r->V, r->H, r->B, r->T);
         if (r->median_s > 0) {
             r->gflops = r->flops_per_step / r->median_s * 1e-9;
             r->tokens_per_s = (double)r->T * (double)r->B / r->median_s;
@@ -1186,6 +1226,8 @@ static void emit_ratio(bench_out *b, const bench_record *ours, const bench_recor
     BENCH_SET(r.backend, ours->backend);
     BENCH_SET(r.preset, ours->preset);
     BENCH_SET(r.dtype, ours->dtype);
+    BENCH_SET(r.cell, ours->cell);
+    r.layers = ours->layers;
     bench_format(r.peer, sizeof r.peer, "%s %s%s%s", peer->impl, peer->backend, peer->variant[0] ? " " : "",
              peer->variant);
     r.V = ours->V;
@@ -1280,6 +1322,14 @@ static void check_goals(bench_out *b)
         if (!strcmp(p->name, "min-char-rnn") || !strcmp(p->name, "long"))
             fprintf(f, "  %-13s speed: %s (goal >= 20x PyTorch): %s\n", p->name, rbuf,
                     ratio ? (ratio->ratio >= 20 ? "met" : "NOT met") : "not judged");
+        else if (!strcmp(p->name, "gru-long") || !strcmp(p->name, "lstm-long"))
+            fprintf(f, "  %-13s speed: %s (goal >= 3x PyTorch): %s\n", p->name, rbuf,
+                    ratio ? (ratio->ratio >= 3 ? "met" : "NOT met") : "not judged");
+        else if (!strcmp(p->name, "gru-batched") || !strcmp(p->name, "lstm-batched"))
+            fprintf(f, "  %-13s speed: %s (goal >= 1.3x PyTorch): %s; %.1f%% of this machine's SGEMM rate (goal >= 60%%): %s\n",
+                    p->name, rbuf, ratio ? (ratio->ratio >= 1.3 ? "met" : "NOT met") : "not judged",
+                    r->gemm_fraction * 100,
+                    isfinite(r->gemm_fraction) ? (r->gemm_fraction >= 0.6 ? "met" : "NOT met") : "not judged");
         else if (!strcmp(p->name, "batched"))
             fprintf(f, "  %-13s speed: %s (goal >= 5x PyTorch): %s; %.1f%% of this machine's SGEMM rate (goal >= 50%%): %s\n", p->name, rbuf,
                     ratio ? (ratio->ratio >= 5 ? "met" : "NOT met") : "not judged", r->gemm_fraction * 100,
@@ -1324,7 +1374,8 @@ int main(int argc, char **argv)
             o.reduction == GPURNN_LOSS_MEAN ? "mean" : "sum");
     print_load(b.table, "start", online_cpus());
     fprintf(b.table, "one step = zero_grad + forward + backward + clip_grad_norm + %s step; model FLOPs = "
-                     "6*T*B*(H^2 + V*H) per step\n",
+                     "6*T*B*(H^2 + V*H) per step for one tanh layer; 6*T*B*(G*H^2 + (L-1)*2*G*H^2 + V*H) "
+                     "for L layers of G gates (GRU 3, LSTM 4)\n",
             optimizer_name(o.optimizer));
 
     int want_cpu = o.backends & BK_CPU, want_cuda = o.backends & BK_CUDA;
@@ -1395,7 +1446,10 @@ int main(int argc, char **argv)
             run_in_child(measure_gpurnn, &job, o.timeout, &id, &r);
             emit(&b, &r, cuda_gemm);
         }
-        if (cudnn_ok) {
+        const int cudnn_fits = c->cell == GPURNN_CELL_TANH && c->layers == 1;
+        if (cudnn_ok && !cudnn_fits)
+            fprintf(b.table, "cudnn peer at %s: not run (it runs one tanh layer only so far)\n", c->preset);
+        if (cudnn_ok && cudnn_fits) {
             arg_list a = {0};
             arg_add(&a, "%s", cudnn_path);
             add_common_peer_args(&a, &o, c);
@@ -1427,6 +1481,10 @@ int main(int argc, char **argv)
                 arg_add(&a, "%s", o.python);
                 arg_add(&a, "%s", torch_path);
                 add_common_peer_args(&a, &o, c);
+                arg_add(&a, "--cell");
+                arg_add(&a, "%s", cell_name(c->cell));
+                arg_add(&a, "--layers");
+                arg_add(&a, "%d", c->layers);
                 arg_add(&a, "--threads");
                 arg_add(&a, "%d", o.threads);
                 arg_add(&a, "--frontend");
@@ -1452,7 +1510,7 @@ int main(int argc, char **argv)
             }
             emit_ratio(&b, best_of(&b.all, first, "gpurnn", "cpu"), best_of(&b.all, first, "torch", "cpu"));
         }
-        if (cudnn_ok)
+        if (cudnn_ok && cudnn_fits)
             emit_ratio(&b, best_of(&b.all, first, "gpurnn", "cuda"), best_of(&b.all, first, "cudnn", "cuda"));
         {
             bench_record cpu_copy, cuda_copy; /* copies: emit_ratio adds to the list */

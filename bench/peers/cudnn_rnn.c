@@ -315,7 +315,7 @@ static void measure(const job *j, bench_record *r)
     CUDA_CHECK(cudaMemGetInfo(&free1, &total));
     bench_summarize_times(times, n, r);
     r->tokens_per_s = (double)rows / r->median_s;
-    r->flops_per_step = bench_model_flops(V, H, B, T);
+    r->flops_per_step = bench_model_flops("tanh", 1, V, H, B, T);
     r->gflops = r->flops_per_step / r->median_s * 1e-9;
     r->loss = o->mean ? step_loss : step_loss / (double)rows; /* per token, as gpurnn-bench's */
     r->dev_mem_bytes = free0 > free1 ? (double)(free0 - free1) : 0;

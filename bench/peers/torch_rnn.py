@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch peer of gpurnn-bench: the same model and the same training step, on the CPU.
 
-Model: nn.RNN(nonlinearity="tanh") + nn.Linear(H, V) + cross-entropy, float32, with the
-same V, H, B, T as libgpurnn. One timed step is what a user's training loop does:
+Model: nn.RNN(nonlinearity="tanh" or "relu"), nn.GRU or nn.LSTM (--cell, with --layers
+L) + nn.Linear(H, V) + cross-entropy, float32, with the same V, H, B, T as libgpurnn. One timed step is what a user's training loop does:
 
     optimizer.zero_grad(); out, h = rnn(x, h0); loss = cross_entropy(linear(out), y)
     loss.backward(); clip_grad_norm_(params, clip); optimizer.step(); h0 = h.detach()
@@ -32,9 +32,14 @@ import sys
 import time
 
 
-def model_flops(V, H, B, T):
-    # The same count as bench_model_flops() in bench/bench_record.c: 6*T*B*(H^2 + V*H).
-    return 6.0 * T * B * (H * H + V * H)
+GATES = {"tanh": 1, "relu": 1, "gru": 3, "lstm": 4}
+
+
+def model_flops(cell, L, V, H, B, T):
+    # The same count as bench_model_flops() in bench/bench_record.c:
+    # 6*T*B*(G*H^2 + (L-1)*2*G*H^2 + V*H), 6*T*B*(H^2 + V*H) for one tanh layer.
+    G = GATES[cell]
+    return 6.0 * T * B * (G * H * H + (L - 1) * 2 * G * H * H + V * H)
 
 
 def cpu_model():
@@ -71,13 +76,15 @@ def main():
     ap.add_argument("--frontend", default="onehot,embedding", help="onehot, embedding, or both (comma-separated)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--preset", default="custom")
+    ap.add_argument("--cell", choices=sorted(GATES), default="tanh")
+    ap.add_argument("--layers", type=int, default=1)
     args = ap.parse_args()
 
     V, H, B = args.vocab, args.hidden, args.batch
     seqs = [int(s) for s in args.seq.split(",") if s]
     fronts = [f for f in args.frontend.split(",") if f]
     base = dict(kind="step", impl="torch", backend="cpu", preset=args.preset, dtype="f32",
-                optimizer=args.optimizer, reduction=args.loss, V=V, H=H, B=B,
+                optimizer=args.optimizer, reduction=args.loss, V=V, H=H, B=B, cell=args.cell, layers=args.layers,
                 threads=args.threads, device=cpu_model())
 
     # The thread count must be in place before torch starts its pool.
@@ -127,12 +134,21 @@ def run_one(torch, nn, F, V, H, B, T, front, args):
     g = torch.Generator().manual_seed(args.seed)
     tokens = torch.randint(0, V, (T, B), generator=g)
     targets = torch.randint(0, V, (T, B), generator=g)
+    L = args.layers
+
+    def recurrent(inputs):
+        if args.cell == "gru":
+            return nn.GRU(inputs, H, num_layers=L)
+        if args.cell == "lstm":
+            return nn.LSTM(inputs, H, num_layers=L)
+        return nn.RNN(inputs, H, num_layers=L, nonlinearity=args.cell)
+
     if front == "onehot":
-        rnn = nn.RNN(V, H, nonlinearity="tanh")
+        rnn = recurrent(V)
         embed = None
         x = F.one_hot(tokens, V).to(torch.float32)  # built once, outside the timed step
     else:
-        rnn = nn.RNN(H, H, nonlinearity="tanh")
+        rnn = recurrent(H)
         embed = nn.Embedding(V, H)
         x = tokens
     head = nn.Linear(H, V)
@@ -144,7 +160,9 @@ def run_one(torch, nn, F, V, H, B, T, front, args):
     else:
         opt = torch.optim.Adam(params, lr=args.lr)
     flat_targets = targets.reshape(-1)
-    h0 = torch.zeros(1, B, H)
+    h0 = torch.zeros(L, B, H)
+    if args.cell == "lstm":
+        h0 = (h0, torch.zeros(L, B, H))
 
     def step(h0):
         opt.zero_grad(set_to_none=True)
@@ -157,7 +175,8 @@ def run_one(torch, nn, F, V, H, B, T, front, args):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, args.clip)
         opt.step()
-        return h.detach(), loss.item()
+        h = tuple(t.detach() for t in h) if isinstance(h, tuple) else h.detach()
+        return h, loss.item()
 
     loss = float("nan")
     for _ in range(args.warmup):
@@ -175,7 +194,7 @@ def run_one(torch, nn, F, V, H, B, T, front, args):
     times.sort()
     n = len(times)
     median = times[n // 2] if n % 2 else 0.5 * (times[n // 2 - 1] + times[n // 2])
-    flops = model_flops(V, H, B, T)
+    flops = model_flops(args.cell, L, V, H, B, T)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0  # Linux: kB
     return dict(repeats=n, median_s=median, min_s=times[0], max_s=times[-1],
                 tokens_per_s=T * B / median, flops_per_step=flops, gflops=flops / median * 1e-9,
