@@ -39,6 +39,13 @@ const char *charrnn_cell_name(int cell)
     return cell >= 0 && cell <= 3 ? cell_names[cell] : "?";
 }
 
+void charrnn_format_model(char *out, size_t out_len, int vocab_size, int hidden, int layers,
+                          int cell, int dtype, size_t params)
+{
+    snprintf(out, out_len, "V=%d H=%d L=%d %s %s, %zu parameters", vocab_size, hidden, layers,
+             charrnn_cell_name(cell), charrnn_dtype_name(dtype), params);
+}
+
 double charrnn_default_learning_rate(int optimizer)
 {
     switch (optimizer) {

@@ -89,6 +89,11 @@ const char *charrnn_backend_name(int backend);
 const char *charrnn_dtype_name(int dtype);
 const char *charrnn_cell_name(int cell);
 
+/* "V=21 H=16 L=2 gru f32, 2134 parameters": the model as the banner of `train` shows it
+ * (params: gpurnn_param_count of the model). */
+void charrnn_format_model(char *out, size_t out_len, int vocab_size, int hidden, int layers,
+                          int cell, int dtype, size_t params);
+
 void charrnn_print_help(FILE *out);
 
 #ifdef __cplusplus

@@ -561,12 +561,11 @@ static void print_header(run *r)
                  r->val_batch);
     charrnn_console_line(&r->console, "text: %s, %zu bytes, %d distinct; validation: %s",
                          r->text_name, r->text.len, r->ck.vocab.size, validation);
-    charrnn_console_line(&r->console,
-                         "model: V=%d H=%d L=%d %s %s, %zu parameters; B=%d streams x T=%d "
-                         "characters a step, %zu steps an epoch",
-                         r->ck.vocab.size, c->hidden, c->layers, charrnn_cell_name((int)c->cell),
-                         charrnn_dtype_name((int)c->dtype), r->param_count, c->batch, c->seq_len,
-                         r->train.windows);
+    char model[160];
+    charrnn_format_model(model, sizeof model, r->ck.vocab.size, c->hidden, c->layers,
+                         (int)c->cell, (int)c->dtype, r->param_count);
+    charrnn_console_line(&r->console, "model: %s; B=%d streams x T=%d characters a step, %zu "
+                         "steps an epoch", model, c->batch, c->seq_len, r->train.windows);
     char clip[32] = "off", lr[64];
     if (c->clip > 0)
         snprintf(clip, sizeof clip, "%g", c->clip);
