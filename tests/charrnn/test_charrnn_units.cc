@@ -474,9 +474,7 @@ std::vector<double> params_of(const gpurnn_model *m)
 
 std::vector<double> state_of(const gpurnn_model *m)
 {
-    gpurnn_config cfg;
-    gpurnn_model_config(m, &cfg);
-    std::vector<double> s((size_t)cfg.batch_size * cfg.hidden_size);
+    std::vector<double> s(gpurnn_state_count(m));
     EXPECT_EQ(gpurnn_state_get(m, s.data(), s.size()), GPURNN_OK);
     return s;
 }
