@@ -142,7 +142,10 @@ static double get_f64(reader *r)
  * checkpoint file"): the library writes it with the model, under one checksum and one
  * atomic rename. */
 
-enum { BLOB_VERSION = 1, BLOB_VOCABULARY_ONLY = 0, BLOB_WITH_TRAINING_STATE = 1 };
+/* Version 2 added the cell and the number of layers to the training state; version 1
+ * (and the wrapper format) stand for one tanh layer. */
+enum { BLOB_VERSION = 2, BLOB_VERSION_BEFORE_CELLS = 1, BLOB_VOCABULARY_ONLY = 0,
+       BLOB_WITH_TRAINING_STATE = 1 };
 static const unsigned char blob_magic[8] = {'C', 'H', 'A', 'R', 'R', 'N', 'N', 0};
 
 int charrnn_checkpoint_save(const char *path, const charrnn_checkpoint *ck,
@@ -160,6 +163,8 @@ int charrnn_checkpoint_save(const char *path, const charrnn_checkpoint *ck,
     put_u32(&w, (uint32_t)c->seq_len);
     put_u32(&w, (uint32_t)c->dtype);
     put_u32(&w, (uint32_t)c->optimizer);
+    put_u32(&w, (uint32_t)c->cell);
+    put_u32(&w, (uint32_t)c->layers);
     put_f64(&w, c->learning_rate);
     put_f64(&w, c->learning_rate_final);
     put_f64(&w, c->momentum);
@@ -213,15 +218,21 @@ static int parse_vocabulary(reader *r, const char *path, charrnn_checkpoint *ck,
     return 0;
 }
 
-/* The training state, from hidden to the loss history (the same fields in both formats);
- * on failure the caller frees ck's history. */
-static int parse_training_state(reader *r, const char *path, charrnn_checkpoint *ck,
-                                charrnn_error *err)
+/* The training state, from hidden to the loss history (the same fields in both formats,
+ * and in every version but for the cell and layers, which came with version 2); on
+ * failure the caller frees ck's history. */
+static int parse_training_state(reader *r, uint32_t version, const char *path,
+                                charrnn_checkpoint *ck, charrnn_error *err)
 {
     ck->has_training_state = 1;
     charrnn_run_config *c = &ck->config;
     uint32_t hidden = get_u32(r), batch = get_u32(r), seq_len = get_u32(r);
     uint32_t dtype = get_u32(r), optimizer = get_u32(r);
+    uint32_t cell = GPURNN_CELL_TANH, layers = 1;
+    if (version >= 2) {
+        cell = get_u32(r);
+        layers = get_u32(r);
+    }
     c->learning_rate = get_f64(r);
     c->learning_rate_final = get_f64(r);
     c->momentum = get_f64(r);
@@ -232,6 +243,7 @@ static int parse_training_state(reader *r, const char *path, charrnn_checkpoint 
     c->target_steps = get_u64(r);
     if (hidden < 1 || hidden > INT32_MAX || batch < 1 || batch > INT32_MAX || seq_len < 1 ||
         seq_len > INT32_MAX || dtype > GPURNN_F64 || optimizer > GPURNN_ADAM ||
+        cell > GPURNN_CELL_LSTM || layers < 1 || layers > GPURNN_MAX_LAYERS ||
         !(c->learning_rate >= 0 && isfinite(c->learning_rate)) ||
         !(c->learning_rate_final >= 0 && isfinite(c->learning_rate_final)) ||
         !(c->momentum >= 0 && c->momentum < 1) || !(c->clip >= 0 && isfinite(c->clip)) ||
@@ -239,6 +251,8 @@ static int parse_training_state(reader *r, const char *path, charrnn_checkpoint 
         !(c->val_fraction >= 0 && c->val_fraction <= 0.5))
         return charrnn_fail(err, "%s: damaged checkpoint (bad settings)", path);
     c->hidden = (int)hidden;
+    c->cell = (gpurnn_cell)cell;
+    c->layers = (int)layers;
     c->batch = (int)batch;
     c->seq_len = (int)seq_len;
     c->dtype = (gpurnn_dtype)dtype;
@@ -298,7 +312,8 @@ static int check_model(const char *path, const charrnn_checkpoint *ck, const gpu
         return charrnn_fail(err, "%s: the model has %d classes, but the vocabulary %d characters",
                             path, mc.vocab_size, ck->vocab.size);
     if (ck->has_training_state &&
-        (mc.hidden_size != c->hidden || mc.batch_size != c->batch || mc.max_seq_len != c->seq_len ||
+        (mc.hidden_size != c->hidden || mc.cell != c->cell || mc.num_layers != c->layers ||
+         mc.batch_size != c->batch || mc.max_seq_len != c->seq_len ||
          mc.dtype != c->dtype || mc.reduction != GPURNN_LOSS_MEAN))
         return charrnn_fail(err, "%s: damaged checkpoint (the model does not match its settings)",
                             path);
@@ -317,14 +332,15 @@ static int parse_user_data(const unsigned char *blob, size_t len, const char *pa
                             "gpurnn-charrnn's (no \"CHARRNN\\0\" at its start)", path);
     reader r = {blob, len, sizeof blob_magic, 0};
     uint32_t version = get_u32(&r), parts = get_u32(&r);
-    if (version != BLOB_VERSION)
+    if (version != BLOB_VERSION && version != BLOB_VERSION_BEFORE_CELLS)
         return charrnn_fail(err, "%s: gpurnn-charrnn data format version %u is not supported (this "
-                            "program reads version %d)", path, version, BLOB_VERSION);
+                            "program reads versions %d and %d)", path, version,
+                            BLOB_VERSION_BEFORE_CELLS, BLOB_VERSION);
     if (parts != BLOB_VOCABULARY_ONLY && parts != BLOB_WITH_TRAINING_STATE)
         return charrnn_fail(err, "%s: damaged checkpoint (parts %u is not 0 or 1)", path, parts);
     if (parse_vocabulary(&r, path, ck, err) != 0)
         return -1;
-    if (parts == BLOB_WITH_TRAINING_STATE && parse_training_state(&r, path, ck, err) != 0)
+    if (parts == BLOB_WITH_TRAINING_STATE && parse_training_state(&r, version, path, ck, err) != 0)
         return -1;
     if (r.pos != r.len)
         return charrnn_fail(err, "%s: damaged checkpoint (%zu unexpected bytes after the "
@@ -358,7 +374,8 @@ static int load_wrapped(const unsigned char *data, size_t len, const char *path,
         return charrnn_fail(err, "%s: checksum mismatch (the file is damaged or truncated)", path);
     if (get_u32(&r) != 0)
         return charrnn_fail(err, "%s: damaged checkpoint (reserved field is not 0)", path);
-    if (parse_vocabulary(&r, path, ck, err) != 0 || parse_training_state(&r, path, ck, err) != 0)
+    if (parse_vocabulary(&r, path, ck, err) != 0 ||
+        parse_training_state(&r, BLOB_VERSION_BEFORE_CELLS, path, ck, err) != 0)
         return -1;
     uint64_t model_len = get_u64(&r);
     if (r.truncated || model_len != r.len - r.pos)

@@ -25,7 +25,9 @@ extern "C" {
 
 /* The settings a run starts with and keeps for its life. */
 typedef struct charrnn_run_config {
-    int hidden;     /* H */
+    int hidden;     /* H, of every layer */
+    gpurnn_cell cell;
+    int layers;     /* L >= 1 */
     int batch;      /* B */
     int seq_len;    /* T */
     gpurnn_dtype dtype;

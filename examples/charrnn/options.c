@@ -12,6 +12,14 @@
 static const char *const optimizer_names[] = {"sgd", "adagrad", "adam", NULL};
 static const char *const backend_names[] = {"auto", "cpu", "cuda", NULL};
 static const char *const dtype_names[] = {"f32", "f64", NULL};
+static const char *const cell_names[] = {"tanh", "relu", "gru", "lstm", NULL};
+_Static_assert(GPURNN_CELL_TANH == 0 && GPURNN_CELL_RELU == 1 && GPURNN_CELL_GRU == 2 &&
+                   GPURNN_CELL_LSTM == 3,
+               "cell_names is indexed by gpurnn_cell");
+
+/* "1024" for the help text, from the library's own limit. */
+#define STRINGIFY_VALUE(x) #x
+#define STRINGIFY(x) STRINGIFY_VALUE(x)
 
 const char *charrnn_optimizer_name(int optimizer)
 {
@@ -24,6 +32,18 @@ const char *charrnn_backend_name(int backend)
 const char *charrnn_dtype_name(int dtype)
 {
     return dtype >= 0 && dtype <= 1 ? dtype_names[dtype] : "?";
+}
+
+const char *charrnn_cell_name(int cell)
+{
+    return cell >= 0 && cell <= 3 ? cell_names[cell] : "?";
+}
+
+void charrnn_format_model(char *out, size_t out_len, int vocab_size, int hidden, int layers,
+                          int cell, int dtype, size_t params)
+{
+    snprintf(out, out_len, "V=%d H=%d L=%d %s %s, %zu parameters", vocab_size, hidden, layers,
+             charrnn_cell_name(cell), charrnn_dtype_name(dtype), params);
 }
 
 double charrnn_default_learning_rate(int optimizer)
@@ -55,6 +75,8 @@ typedef struct option_spec {
 
 static const option_spec option_table[] = {
     {"--hidden", VALUE_INT, FOR_TRAIN, FIELD(hidden), 1, 16384, NULL, GIVEN_HIDDEN},
+    {"--cell", VALUE_CHOICE, FOR_TRAIN, FIELD(cell), 0, 0, cell_names, GIVEN_CELL},
+    {"--layers", VALUE_INT, FOR_TRAIN, FIELD(layers), 1, GPURNN_MAX_LAYERS, NULL, GIVEN_LAYERS},
     {"--batch", VALUE_INT, FOR_TRAIN, FIELD(batch), 1, 65536, NULL, GIVEN_BATCH},
     {"--seq-len", VALUE_INT, FOR_TRAIN, FIELD(seq_len), 1, 65536, NULL, GIVEN_SEQ_LEN},
     {"--steps", VALUE_LONG, FOR_TRAIN, FIELD(steps), 1, BIG, NULL, GIVEN_STEPS},
@@ -92,9 +114,10 @@ void charrnn_print_help(FILE *out)
         "       gpurnn-charrnn sample CHECKPOINT [options]\n"
         "       gpurnn-charrnn --help | --version\n"
         "\n"
-        "A character-level language model (a vanilla RNN) trained with truncated BPTT on\n"
-        "libgpurnn. `train` reads FILE as bytes (without FILE: the built-in corpus, a\n"
-        "generated play of about 110 KB); the vocabulary is the set of bytes that occur.\n"
+        "A character-level language model (a recurrent network of tanh, ReLU, GRU or LSTM\n"
+        "cells, one or more layers) trained with truncated BPTT on libgpurnn. `train`\n"
+        "reads FILE as bytes (without FILE: the built-in corpus, a generated play of\n"
+        "about 110 KB); the vocabulary is the set of bytes that occur.\n"
         "B streams read B evenly spaced parts of the text, T characters per step, the\n"
         "hidden state carried from each window to the next; the last part of the text is\n"
         "held out to measure a validation loss, in nats and bits per character: the loss\n"
@@ -106,7 +129,10 @@ void charrnn_print_help(FILE *out)
     /* In pieces: C11 compilers need not accept string literals over 4095 characters. */
     fputs(
         "train options (defaults in brackets):\n"
-        "  --hidden N          hidden units H [256]\n"
+        "  --hidden N          hidden units H of every layer [256]\n"
+        "  --cell NAME         the recurrent cell: tanh, relu, gru or lstm [tanh]\n"
+        "  --layers N          layers of cells L, each reading the one below; 1 to "
+        STRINGIFY(GPURNN_MAX_LAYERS) " [1]\n"
         "  --batch N           streams trained side by side, B [32]\n"
         "  --seq-len N         characters per step and stream, T (BPTT length) [64]\n"
         "  --steps N           train until step N [2000]\n"
@@ -137,10 +163,10 @@ void charrnn_print_help(FILE *out)
         "  --resume PATH       continue the run saved in PATH exactly where it stopped: the\n"
         "                      model, optimizer, data position, step and random state come\n"
         "                      from it, and FILE defaults to the text it was trained on.\n"
-        "                      --lr, --lr-final and --clip may change; --hidden, --batch,\n"
-        "                      --seq-len, --dtype, --optimizer, --momentum, --init-scale,\n"
-        "                      --seed and --val-fraction must be left out or match. --steps\n"
-        "                      is the total [the checkpoint's]\n"
+        "                      --lr, --lr-final and --clip may change; --hidden, --cell,\n"
+        "                      --layers, --batch, --seq-len, --dtype, --optimizer,\n"
+        "                      --momentum, --init-scale, --seed and --val-fraction must be\n"
+        "                      left out or match. --steps is the total [the checkpoint's]\n"
         "  --log FILE          write a CSV line per step: step, epoch, train loss, validation\n"
         "                      loss (when measured) in nats and bits per character,\n"
         "                      characters per second, elapsed and processor seconds\n"
@@ -173,6 +199,8 @@ static void set_defaults(charrnn_options *o)
 {
     memset(o, 0, sizeof *o);
     o->hidden = 256;
+    o->cell = GPURNN_CELL_TANH;
+    o->layers = 1;
     o->batch = 32;
     o->seq_len = 64;
     o->steps = 2000;

@@ -33,6 +33,8 @@ enum {
     GIVEN_EPOCHS = 1 << 12,
     GIVEN_CHECKPOINT = 1 << 13,
     GIVEN_LR_FINAL = 1 << 14,
+    GIVEN_CELL = 1 << 15,
+    GIVEN_LAYERS = 1 << 16,
 };
 
 typedef struct charrnn_options {
@@ -42,6 +44,8 @@ typedef struct charrnn_options {
     /* train */
     const char *text_path;       /* NULL: the built-in corpus */
     int hidden, batch, seq_len;
+    int cell;                    /* gpurnn_cell */
+    int layers;                  /* L, in [1, GPURNN_MAX_LAYERS] */
     long long steps;             /* total steps to train to */
     long long epochs;            /* 0: use steps */
     int optimizer;               /* gpurnn_optimizer_kind */
@@ -83,6 +87,12 @@ double charrnn_default_learning_rate(int optimizer);
 const char *charrnn_optimizer_name(int optimizer);
 const char *charrnn_backend_name(int backend);
 const char *charrnn_dtype_name(int dtype);
+const char *charrnn_cell_name(int cell);
+
+/* "V=21 H=16 L=2 gru f32, 2134 parameters": the model as the banner of `train` shows it
+ * (params: gpurnn_param_count of the model). */
+void charrnn_format_model(char *out, size_t out_len, int vocab_size, int hidden, int layers,
+                          int cell, int dtype, size_t params);
 
 void charrnn_print_help(FILE *out);
 

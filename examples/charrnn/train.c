@@ -129,6 +129,8 @@ static gpurnn_status create_model(const run *r, int batch, gpurnn_backend backen
     gpurnn_config_init(&cfg);
     cfg.vocab_size = r->ck.vocab.size;
     cfg.hidden_size = c->hidden;
+    cfg.cell = c->cell;
+    cfg.num_layers = c->layers;
     cfg.batch_size = batch;
     cfg.max_seq_len = c->seq_len;
     cfg.dtype = c->dtype;
@@ -148,6 +150,8 @@ static int start_fresh(run *r)
     charrnn_vocab_build(&ck->vocab, r->text.bytes, r->text.len);
     charrnn_run_config *c = &ck->config;
     c->hidden = o->hidden;
+    c->cell = (gpurnn_cell)o->cell;
+    c->layers = o->layers;
     c->batch = o->batch;
     c->seq_len = o->seq_len;
     c->dtype = (gpurnn_dtype)o->dtype;
@@ -184,6 +188,9 @@ static int check_resume_settings(run *r)
                             "settings; leave %s out)", name, given, path, saved, name);         \
     }
     MUST_MATCH(GIVEN_HIDDEN, "--hidden", o->hidden != c->hidden, "%d", o->hidden, c->hidden)
+    MUST_MATCH(GIVEN_CELL, "--cell", o->cell != (int)c->cell, "%s", charrnn_cell_name(o->cell),
+               charrnn_cell_name((int)c->cell))
+    MUST_MATCH(GIVEN_LAYERS, "--layers", o->layers != c->layers, "%d", o->layers, c->layers)
     MUST_MATCH(GIVEN_BATCH, "--batch", o->batch != c->batch, "%d", o->batch, c->batch)
     MUST_MATCH(GIVEN_SEQ_LEN, "--seq-len", o->seq_len != c->seq_len, "%d", o->seq_len, c->seq_len)
     MUST_MATCH(GIVEN_DTYPE, "--dtype", o->dtype != (int)c->dtype, "%s",
@@ -554,11 +561,11 @@ static void print_header(run *r)
                  r->val_batch);
     charrnn_console_line(&r->console, "text: %s, %zu bytes, %d distinct; validation: %s",
                          r->text_name, r->text.len, r->ck.vocab.size, validation);
-    charrnn_console_line(&r->console,
-                         "model: V=%d H=%d %s, %zu parameters; B=%d streams x T=%d characters "
-                         "a step, %zu steps an epoch",
-                         r->ck.vocab.size, c->hidden, charrnn_dtype_name((int)c->dtype),
-                         r->param_count, c->batch, c->seq_len, r->train.windows);
+    char model[160];
+    charrnn_format_model(model, sizeof model, r->ck.vocab.size, c->hidden, c->layers,
+                         (int)c->cell, (int)c->dtype, r->param_count);
+    charrnn_console_line(&r->console, "model: %s; B=%d streams x T=%d characters a step, %zu "
+                         "steps an epoch", model, c->batch, c->seq_len, r->train.windows);
     char clip[32] = "off", lr[64];
     if (c->clip > 0)
         snprintf(clip, sizeof clip, "%g", c->clip);
@@ -609,7 +616,8 @@ static void compare_speed(run *r)
 {
     const charrnn_run_config *c = &r->ck.config;
     char size[96], cpu_rate[32], gpu_rate[32];
-    snprintf(size, sizeof size, "H=%d B=%d T=%d %s", c->hidden, c->batch, c->seq_len,
+    snprintf(size, sizeof size, "H=%d L=%d %s B=%d T=%d %s", c->hidden, c->layers,
+             charrnn_cell_name((int)c->cell), c->batch, c->seq_len,
              charrnn_dtype_name((int)c->dtype));
     double cpu = measure_speed(r, GPURNN_BACKEND_CPU);
     charrnn_format_count(cpu, cpu_rate, sizeof cpu_rate);
@@ -631,20 +639,21 @@ static void compare_speed(run *r)
 }
 
 /* A step big enough to take seconds says so before it starts, so that a large model
- * does not look hung until its first progress line: forward and backward cost about
- * 6 T B (H^2 + V H) floating-point operations. */
+ * does not look hung until its first progress line. */
 static void announce_first_step(run *r)
 {
     const charrnn_run_config *c = &r->ck.config;
-    const double H = c->hidden, V = r->ck.vocab.size;
-    const double flop = 6.0 * c->seq_len * c->batch * (H * H + V * H);
+    gpurnn_config cfg;
+    if (gpurnn_model_config(r->model, &cfg) != GPURNN_OK)
+        return;
+    const double flop = charrnn_training_flops_per_token(&cfg) * c->seq_len * c->batch;
     if (flop < 5e10)
         return;
     charrnn_console_line(&r->console,
-                         "step %llu/%llu: running (each step: %d streams x %d characters at H=%d, about "
-                         "%.0f GFLOP; a progress line follows every step)",
+                         "step %llu/%llu: running (each step: %d streams x %d characters at H=%d "
+                         "L=%d %s, about %.0f GFLOP; a progress line follows every step)",
                          (unsigned long long)r->ck.step + 1, (unsigned long long)c->target_steps, c->batch,
-                         c->seq_len, c->hidden, flop / 1e9);
+                         c->seq_len, c->hidden, c->layers, charrnn_cell_name((int)c->cell), flop / 1e9);
 }
 
 /* The loop. Returns 0 when it reached the target or was stopped, -1 on failure. */
@@ -778,9 +787,10 @@ int charrnn_command_train(const charrnn_options *options)
         const char *slash = strrchr(r.text_name, '/');
         char title[512], lr[64];
         format_learning_rate(&ck->config, lr, sizeof lr);
-        snprintf(title, sizeof title, "gpurnn-charrnn on %s: H=%d, B=%d, T=%d, %s lr %s",
-                 slash ? slash + 1 : r.text_name, ck->config.hidden, ck->config.batch,
-                 ck->config.seq_len, charrnn_optimizer_name((int)ck->config.optimizer), lr);
+        snprintf(title, sizeof title, "gpurnn-charrnn on %s: H=%d, L=%d %s, B=%d, T=%d, %s lr %s",
+                 slash ? slash + 1 : r.text_name, ck->config.hidden, ck->config.layers,
+                 charrnn_cell_name((int)ck->config.cell), ck->config.batch, ck->config.seq_len,
+                 charrnn_optimizer_name((int)ck->config.optimizer), lr);
         if (charrnn_plot_losses(options->plot_path, &ck->history, title, &r.err) != 0)
             fprintf(stderr, "gpurnn-charrnn: %s\n", r.err.message);
         else

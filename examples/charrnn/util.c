@@ -76,3 +76,14 @@ void charrnn_format_count(double value, char *out, size_t out_len)
     else
         snprintf(out, out_len, "%.0f", value);
 }
+
+double charrnn_training_flops_per_token(const gpurnn_config *cfg)
+{
+    const double H = cfg->hidden_size, V = cfg->vocab_size;
+    const int layers = cfg->num_layers > 0 ? cfg->num_layers : 1;
+    const double gates = cfg->cell == GPURNN_CELL_GRU ? 3 : cfg->cell == GPURNN_CELL_LSTM ? 4 : 1;
+    double forward_macs = V * H;                          /* Why h */
+    forward_macs += gates * H * H;                        /* layer 0: W_hh h_prev */
+    forward_macs += (layers - 1) * gates * H * (H + H);   /* above: W_ih x + W_hh h_prev */
+    return 3.0 * 2.0 * forward_macs;
+}

@@ -1,10 +1,13 @@
 /*
  * Small helpers shared by every gpurnn-charrnn module: error messages that travel back to
  * the caller (so that the modules never print or exit and the tests can check what they
- * say), checked allocation, and the 64-bit random generator the program uses.
+ * say), checked allocation, the 64-bit random generator the program uses, and the
+ * model's FLOP count.
  */
 #ifndef CHARRNN_UTIL_H
 #define CHARRNN_UTIL_H
+
+#include <gpurnn.h>
 
 #include <stddef.h>
 #include <stdint.h>
@@ -64,6 +67,15 @@ void charrnn_format_duration(double seconds, char *out, size_t out_len);
 
 /* "950", "12.3k", "1.25M": a rate for progress lines. */
 void charrnn_format_count(double value, char *out, size_t out_len);
+
+/* The floating-point operations of one training step (forward and backward) per token of
+ * a model of configuration cfg (any cell and number of layers; num_layers 0 means 1), a
+ * multiply-add counted as 2 and only the matrix products counted, as bench/README.md
+ * counts them: forward, per token, a layer of G gates (1 tanh/ReLU, 3 GRU, 4 LSTM) does
+ * G*H*(in + H) multiply-adds, where in is H above the first layer and 0 for the first
+ * (its input is one-hot: W_ih x is a column lookup, no product), and the output layer
+ * V*H; backward does twice the forward's. One tanh layer: 6 (H^2 + V H). */
+double charrnn_training_flops_per_token(const gpurnn_config *cfg);
 
 #ifdef __cplusplus
 }

@@ -15,7 +15,12 @@
 #   foreign  a checkpoint written by another program (WRITER: the libgpurnn API and the
 #            user data of README.md, no gpurnn-charrnn code) samples; it does not resume
 #   legacy   DATADIR/legacy-v1.ckpt, of the earlier wrapper format, samples what that
-#            version printed and resumes (into a checkpoint of the current format)
+#            version printed and resumes (into a checkpoint of the current format);
+#            DATADIR/user-data-v1.ckpt, of user data version 1 (before --cell and
+#            --layers), samples the same and resumes as one tanh layer
+#   cells    --cell gru --layers 2 and --cell lstm: the banner names them with the
+#            parameter count of their layout, a stopped run resumes to the same losses bit
+#            for bit, --resume refuses another --cell or --layers, the checkpoint samples
 #
 # Texts are small and generated here. Exit status: 0 passed, 77 skipped, else failed.
 set -euo pipefail
@@ -83,13 +88,13 @@ tiny=(--hidden 24 --batch 8 --seq-len 16 --dtype f64 --backend cpu --sample-leng
 case $step in
 help)
     "$program" --help >help.txt
-    for option in --hidden --batch --seq-len --steps --epochs --time-limit --optimizer --lr --lr-final \
+    for option in --hidden --cell --layers --batch --seq-len --steps --epochs --time-limit --optimizer --lr --lr-final \
         --momentum --clip --init-scale --dtype --backend --seed --val-fraction --eval-every \
         --sample-every --sample-length --temperature --checkpoint --every --resume --log \
         --plot --compare-speed --prime --length; do
         grep -qE -- "^  $option( |$)" help.txt || fail "--help does not document $option"
     done
-    for default in "[256]" "[32]" "[64]" "[2000]" "[adam]" "[5]" "[f32]" "[auto]" "[0.05]" \
+    for default in "[256]" "[tanh]" "[32]" "[64]" "[2000]" "[adam]" "[5]" "[f32]" "[auto]" "[0.05]" \
         "[0.8]" "[charrnn.ckpt" "[500]" "[200]"; do
         grep -qF -- "$default" help.txt || fail "--help does not show the default $default"
     done
@@ -104,6 +109,10 @@ errors)
     expect_error "unknown option '--bogus'" train --bogus
     expect_error "--hidden wants an integer" train --hidden 0
     expect_error "--optimizer wants sgd, adagrad or adam, got 'rmsprop'" train --optimizer rmsprop
+    expect_error "--cell wants tanh, relu, gru or lstm, got 'rnn'" train --cell rnn
+    expect_error "--layers wants an integer in [1, 1024], got '0'" train --layers 0
+    expect_error "--layers wants an integer in [1, 1024], got '1025'" train --layers 1025
+    expect_error "unknown option '--cell' for sample" sample x.ckpt --cell gru
     expect_error "--temperature wants a number" sample x.ckpt --temperature -1
     expect_error "unknown command 'fit'" fit
     expect_error "sample needs a CHECKPOINT" sample
@@ -126,6 +135,10 @@ errors)
     expect_error "truncated" sample truncated.ckpt
     # A resumed run keeps its settings.
     expect_error "--hidden 32 differs from words.ckpt's 24" train text.txt --resume words.ckpt --hidden 32
+    expect_error "--cell gru differs from words.ckpt's tanh (a resumed run keeps its settings; leave --cell out)" \
+        train text.txt --resume words.ckpt --cell gru --steps 5
+    expect_error "--layers 2 differs from words.ckpt's 1 (a resumed run keeps its settings; leave --layers out)" \
+        train text.txt --resume words.ckpt --layers 2 --steps 5
     expect_error "words.ckpt is already at step 3" train text.txt --resume words.ckpt --steps 2
     # An explicit backend that cannot be used here is an error, not a crash.
     if ! "$program" train text.txt "${tiny[@]/cpu/cuda}" --steps 1 --checkpoint cuda.ckpt \
@@ -139,6 +152,10 @@ resume)
     "$program" train text.txt "${tiny[@]}" --steps 60 --checkpoint full.ckpt --log full.csv \
         >full.out
     grep -q "22 steps an epoch" full.out || fail "unexpected epoch length: $(cat full.out)"
+    # The banner: one tanh layer by default, with the vanilla count 2HV + H^2 + H + V.
+    V=$(sed -nE 's/^text: .*, ([0-9]+) distinct;.*/\1/p' full.out)
+    banner="model: V=$V H=24 L=1 tanh f64, $((2 * 24 * V + 24 * 24 + 24 + V)) parameters; B=8 streams"
+    grep -qF "$banner" full.out || fail "no '$banner' in: $(cat full.out)"
     # Stopped at step 22 (an epoch boundary), resumed to 41 (mid-epoch), then to 60.
     "$program" train text.txt "${tiny[@]}" --steps 22 --checkpoint part.ckpt --log part.csv >/dev/null
     "$program" train --resume part.ckpt --steps 41 --backend cpu --sample-length 0 --log part.csv \
@@ -209,7 +226,7 @@ builtin)
     cat out.txt
     grep -q "text: the built-in corpus" out.txt || fail "did not train on the built-in corpus"
     grep -q "^checkpoint saved to builtin.ckpt" out.txt || fail "no checkpoint line"
-    tail -n 1 out.txt | grep -q "^speed at H=32 B=32 T=64 f32: CPU .* chars/s" ||
+    tail -n 1 out.txt | grep -q "^speed at H=32 L=1 tanh B=32 T=64 f32: CPU .* chars/s" ||
         fail "the last line is not the speed comparison"
     grep -q "</svg>" loss.svg || fail "loss.svg is not a complete SVG"
     if command -v rsvg-convert >/dev/null; then
@@ -255,7 +272,51 @@ legacy)
     [ "$(head -c 8 new.ckpt | od -An -tx1 | tr -d ' \n')" = "89475055524e4e0a" ] ||
         fail "new.ckpt is not a libgpurnn checkpoint"
     "$program" sample new.ckpt --length 50 >/dev/null || fail "the resumed checkpoint does not sample"
-    echo "the earlier format samples as before and resumes"
+    # User data version 1, the same run saved in the library's checkpoint by the program
+    # before --cell and --layers: it samples the same, and resumes as one tanh layer.
+    cp "$data/user-data-v1.ckpt" v1.ckpt
+    chmod u+w v1.ckpt
+    "$program" sample v1.ckpt --prime "the " --length 60 --temperature 0 >v1.sample
+    cmp v1.sample "$data/legacy-v1.sample" || fail "the version-1 user data samples other text than before"
+    "$program" train text.txt --resume v1.ckpt --steps 45 --backend cpu --sample-length 0 \
+        --cell tanh --layers 1 >v1.out
+    grep -q "model: V=21 H=16 L=1 tanh f64, 965 parameters" v1.out || fail "no tanh banner: $(cat v1.out)"
+    expect_error "--cell lstm differs from v1.ckpt's tanh" train text.txt --resume v1.ckpt --cell lstm --steps 50
+    echo "the earlier formats sample as before and resume"
+    ;;
+cells)
+    make_text 3000 >text.txt
+    # Parameters of L layers of G gates (W_ih_0 (GH, V), W_hh (GH, H), W_ih above (GH, H),
+    # b_ih and b_hh (GH) each), Why (V, H), by (V): PyTorch's count, not the library's.
+    gated_params() { # G L H V
+        echo $(($1 * $3 * $4 + $1 * $3 * $3 + ($2 - 1) * 2 * $1 * $3 * $3 + $2 * 2 * $1 * $3 + $4 * $3 + $4))
+    }
+    for model in "gru 2 3" "lstm 1 4"; do
+        set -- $model
+        cell=$1 L=$2 G=$3
+        run=("${tiny[@]}" --cell $cell --layers $L)
+        "$program" train text.txt "${run[@]}" --steps 30 --checkpoint $cell-full.ckpt --log $cell-full.csv \
+            >$cell-full.out 2>$cell-full.err || fail "--cell $cell --layers $L: $(cat $cell-full.err)"
+        V=$(sed -nE 's/^text: .*, ([0-9]+) distinct;.*/\1/p' $cell-full.out)
+        banner="model: V=$V H=24 L=$L $cell f64, $(gated_params $G $L 24 $V) parameters"
+        grep -qF "$banner" $cell-full.out || fail "no '$banner' in: $(cat $cell-full.out)"
+        # Stopped at 13 (mid-epoch), resumed to 30: the uninterrupted run's losses.
+        "$program" train text.txt "${run[@]}" --steps 13 --checkpoint $cell.ckpt --log $cell.csv >/dev/null
+        "$program" train --resume $cell.ckpt --steps 30 --backend cpu --sample-length 0 --log $cell.csv \
+            --cell $cell --layers $L >$cell-resumed.out
+        grep -q "resuming $cell.ckpt at step 13" $cell-resumed.out || fail "no resume line: $(cat $cell-resumed.out)"
+        grep -qF "$banner" $cell-resumed.out || fail "the resumed run shows another model: $(cat $cell-resumed.out)"
+        diff <(losses $cell-full.csv) <(losses $cell.csv) >&2 || fail "--cell $cell: resuming changed the losses"
+        other=tanh
+        [ $L -eq 1 ] && other_layers=2 || other_layers=1
+        expect_error "--cell $other differs from $cell.ckpt's $cell" train --resume $cell.ckpt --cell $other --steps 40
+        expect_error "--layers $other_layers differs from $cell.ckpt's $L" \
+            train --resume $cell.ckpt --layers $other_layers --steps 40
+        "$program" sample $cell.ckpt --seed 5 --length 200 >$cell-a.sample
+        "$program" sample $cell-full.ckpt --seed 5 --length 200 >$cell-b.sample
+        cmp $cell-a.sample $cell-b.sample || fail "--cell $cell: the two runs' final models sample differently"
+        echo "--cell $cell --layers $L: $banner; stopped at 13, resumed to 30 with the same losses"
+    done
     ;;
 *)
     fail "unknown step '$step'"

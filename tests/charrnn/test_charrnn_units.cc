@@ -410,6 +410,8 @@ struct SmallRun {
         std::string text = "abcdefgh\n";
         charrnn_vocab_build(&ck.vocab, bytes_of(text), text.size());
         ck.config.hidden = 6;
+        ck.config.cell = GPURNN_CELL_TANH;
+        ck.config.layers = 1;
         ck.config.batch = 2;
         ck.config.seq_len = 5;
         ck.config.dtype = GPURNN_F64;
@@ -472,9 +474,7 @@ std::vector<double> params_of(const gpurnn_model *m)
 
 std::vector<double> state_of(const gpurnn_model *m)
 {
-    gpurnn_config cfg;
-    gpurnn_model_config(m, &cfg);
-    std::vector<double> s((size_t)cfg.batch_size * cfg.hidden_size);
+    std::vector<double> s(gpurnn_state_count(m));
     EXPECT_EQ(gpurnn_state_get(m, s.data(), s.size()), GPURNN_OK);
     return s;
 }
@@ -493,6 +493,8 @@ TEST(Checkpoint, RoundTripsEverything)
         << err.message;
     EXPECT_TRUE(charrnn_vocab_equal(&back.vocab, &run.ck.vocab));
     EXPECT_EQ(back.config.hidden, 6);
+    EXPECT_EQ(back.config.cell, GPURNN_CELL_TANH);
+    EXPECT_EQ(back.config.layers, 1);
     EXPECT_EQ(back.config.batch, 2);
     EXPECT_EQ(back.config.seq_len, 5);
     EXPECT_EQ(back.config.dtype, GPURNN_F64);
@@ -563,13 +565,15 @@ TEST(Checkpoint, DamageIsDetected)
                   GPURNN_OK);
         std::string later(static_cast<char *>(blob), blob_len);
         ASSERT_EQ(later.substr(0, 8), std::string("CHARRNN\0", 8));
-        later[8] = 2; // format version 2
+        later[8] = 3; // format version 3
         ASSERT_EQ(gpurnn_model_save_with_user_data(m, later.data(), later.size(), path.c_str()), GPURNN_OK);
         gpurnn_user_data_free(blob);
         gpurnn_model_destroy(m);
     }
     EXPECT_EQ(charrnn_checkpoint_load(path.c_str(), GPURNN_BACKEND_CPU, &back, &model, &err), -1);
-    EXPECT_NE(std::strstr(err.message, "format version 2 is not supported"), nullptr) << err.message;
+    EXPECT_NE(std::strstr(err.message, "format version 3 is not supported (this program reads versions 1 and 2)"),
+              nullptr)
+        << err.message;
     // Another program's user data.
     ASSERT_EQ(gpurnn_model_save_with_user_data(run.model, "tokenizer", 9, path.c_str()), GPURNN_OK);
     EXPECT_EQ(charrnn_checkpoint_load(path.c_str(), GPURNN_BACKEND_CPU, &back, &model, &err), -1);
@@ -602,7 +606,7 @@ TEST(Checkpoint, IsALibraryCheckpointWithTheDataAsUserData)
     const unsigned char *b = static_cast<const unsigned char *>(blob);
     ASSERT_GT(len, 16u + 9u);
     EXPECT_EQ(std::memcmp(b, "CHARRNN\0", 8), 0);
-    EXPECT_EQ(b[8], 1);  // version 1, little-endian
+    EXPECT_EQ(b[8], 2);  // version 2, little-endian
     EXPECT_EQ(b[12], 1); // parts: vocabulary and training state
     EXPECT_EQ(b[16], 9); // vocab_size
     EXPECT_EQ(std::memcmp(b + 20, "\nabcdefgh", 9), 0);
@@ -634,6 +638,101 @@ TEST(Checkpoint, LoadsTheEarlierWrapperFormat)
     EXPECT_EQ(gpurnn_param_count(model), 2u * 16 * 21 + 16 * 16 + 16 + 21);
     gpurnn_model_destroy(model);
     charrnn_checkpoint_free(&ck);
+}
+
+// The user data of run's checkpoint, saved to path, with edit applied, written back through
+// the library (so that the checksum is right).
+template <class Edit> void rewrite_user_data(const std::string &path, const SmallRun &run, Edit edit)
+{
+    charrnn_error err;
+    ASSERT_EQ(charrnn_checkpoint_save(path.c_str(), &run.ck, run.model, &err), 0) << err.message;
+    gpurnn_model *m = nullptr;
+    void *blob = nullptr;
+    size_t len = 0;
+    ASSERT_EQ(gpurnn_model_load_with_user_data(path.c_str(), GPURNN_BACKEND_CPU, &blob, &len, &m), GPURNN_OK);
+    std::string data(static_cast<char *>(blob), len);
+    gpurnn_user_data_free(blob);
+    edit(data);
+    ASSERT_EQ(gpurnn_model_save_with_user_data(m, data.data(), data.size(), path.c_str()), GPURNN_OK);
+    gpurnn_model_destroy(m);
+}
+
+void put_u32_at(std::string &data, size_t offset, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        data[offset + i] = (char)(v >> (8 * i));
+}
+
+TEST(Checkpoint, CellAndLayersAreCheckedAgainstTheModel)
+{
+    TempDir dir;
+    SmallRun run;
+    charrnn_error err;
+    charrnn_checkpoint back;
+    gpurnn_model *model = nullptr;
+    std::string path = dir.file("run.ckpt");
+    // The training state starts after the 20-byte header and the 9 characters; the cell
+    // and the layers follow hidden, batch, seq_len, dtype and optimizer.
+    const size_t cell_at = 20 + 9 + 5 * 4, layers_at = cell_at + 4;
+    struct Case {
+        size_t offset;
+        uint32_t value;
+        const char *message;
+    } cases[] = {
+        {cell_at, GPURNN_CELL_GRU, "damaged checkpoint (the model does not match its settings)"},
+        {cell_at, 4, "damaged checkpoint (bad settings)"},
+        {layers_at, 2, "damaged checkpoint (the model does not match its settings)"},
+        {layers_at, 0, "damaged checkpoint (bad settings)"},
+        {layers_at, GPURNN_MAX_LAYERS + 1, "damaged checkpoint (bad settings)"},
+    };
+    for (const Case &c : cases) {
+        rewrite_user_data(path, run, [&](std::string &data) {
+            ASSERT_EQ(data[c.offset], 0 + (c.offset == layers_at)); // tanh (0), 1 layer
+            put_u32_at(data, c.offset, c.value);
+        });
+        EXPECT_EQ(charrnn_checkpoint_load(path.c_str(), GPURNN_BACKEND_CPU, &back, &model, &err), -1)
+            << c.offset << " " << c.value;
+        EXPECT_EQ(std::string(err.message), path + ": " + c.message);
+        EXPECT_EQ(model, nullptr);
+    }
+}
+
+TEST(Checkpoint, VersionOneUserDataIsOneTanhLayer)
+{
+    // The same file as version 1 wrote it: no cell or layers fields.
+    TempDir dir;
+    SmallRun run;
+    charrnn_error err;
+    std::string path = dir.file("run.ckpt");
+    const size_t cell_at = 20 + 9 + 5 * 4;
+    rewrite_user_data(path, run, [&](std::string &data) {
+        data[8] = 1;
+        data.erase(cell_at, 8);
+    });
+    charrnn_checkpoint back;
+    gpurnn_model *model = nullptr;
+    ASSERT_EQ(charrnn_checkpoint_load(path.c_str(), GPURNN_BACKEND_CPU, &back, &model, &err), 0) << err.message;
+    EXPECT_EQ(back.config.cell, GPURNN_CELL_TANH);
+    EXPECT_EQ(back.config.layers, 1);
+    EXPECT_EQ(back.config.hidden, 6);
+    EXPECT_EQ(back.config.learning_rate, 0.01); // the fields after it are where they were
+    EXPECT_EQ(back.step, 2u);
+    EXPECT_STREQ(back.text_source, "some/text.txt");
+    gpurnn_model_destroy(model);
+    charrnn_checkpoint_free(&back);
+
+    // A version-1 file as the program wrote it before cells existed (data/README.md).
+    const std::string old = std::string(CHARRNN_TEST_DATA_DIR) + "/user-data-v1.ckpt";
+    ASSERT_EQ(charrnn_checkpoint_load(old.c_str(), GPURNN_BACKEND_CPU, &back, &model, &err), 0) << err.message;
+    EXPECT_EQ(back.config.cell, GPURNN_CELL_TANH);
+    EXPECT_EQ(back.config.layers, 1);
+    EXPECT_EQ(back.config.hidden, 16);
+    EXPECT_EQ(back.config.batch, 4);
+    EXPECT_EQ(back.config.learning_rate, 0.03);
+    EXPECT_EQ(back.step, 40u);
+    EXPECT_STREQ(back.text_source, "text.txt");
+    gpurnn_model_destroy(model);
+    charrnn_checkpoint_free(&back);
 }
 
 TEST(Checkpoint, FailedSaveLeavesTheOldFile)
@@ -707,6 +806,32 @@ TEST(Plot, NiceTicks)
     EXPECT_DOUBLE_EQ(charrnn_nice_tick(20000, 8), 2000);
 }
 
+// ---- model cost ---------------------------------------------------------------------------
+
+double flops_per_token(gpurnn_cell cell, int layers, int V, int H)
+{
+    gpurnn_config cfg;
+    gpurnn_config_init(&cfg);
+    cfg.cell = cell;
+    cfg.num_layers = layers;
+    cfg.vocab_size = V;
+    cfg.hidden_size = H;
+    return charrnn_training_flops_per_token(&cfg);
+}
+
+TEST(Flops, EveryCellAndNumberOfLayers)
+{
+    // The vanilla count of bench/README.md, 6 (H^2 + V H), for one tanh or ReLU layer.
+    EXPECT_EQ(flops_per_token(GPURNN_CELL_TANH, 1, 65, 512), 6.0 * (512 * 512 + 65 * 512));
+    EXPECT_EQ(flops_per_token(GPURNN_CELL_RELU, 1, 65, 512), 6.0 * (512 * 512 + 65 * 512));
+    EXPECT_EQ(flops_per_token(GPURNN_CELL_TANH, 0, 65, 512), flops_per_token(GPURNN_CELL_TANH, 1, 65, 512));
+    // Per token, forward: 33280 (Why) + G * 262144 (W_hh_0) + (L-1) * G * 524288 (W_ih_l and W_hh_l above).
+    EXPECT_EQ(flops_per_token(GPURNN_CELL_TANH, 3, 65, 512), 6.0 * (33280 + 262144 + 2 * 524288));
+    EXPECT_EQ(flops_per_token(GPURNN_CELL_GRU, 2, 65, 512), 6.0 * (33280 + 3 * 262144 + 3 * 524288));
+    EXPECT_EQ(flops_per_token(GPURNN_CELL_LSTM, 1, 65, 512), 6.0 * (33280 + 4 * 262144));
+    EXPECT_EQ(flops_per_token(GPURNN_CELL_LSTM, 2, 65, 512), 6.0 * (33280 + 4 * 262144 + 4 * 524288));
+}
+
 // ---- options --------------------------------------------------------------------------------
 
 int parse(std::vector<const char *> args, charrnn_options *o, charrnn_error *err)
@@ -728,6 +853,8 @@ TEST(Options, DefaultsAndBothValueForms)
     EXPECT_EQ(o.learning_rate, 0.002);
     EXPECT_EQ(o.val_fraction, 0.05);
     EXPECT_EQ(o.text_path, nullptr);
+    EXPECT_EQ(o.cell, GPURNN_CELL_TANH);
+    EXPECT_EQ(o.layers, 1);
     ASSERT_EQ(parse({"train", "in.txt", "--hidden=64", "--optimizer", "adagrad", "--dtype=f64"}, &o, &err), 0);
     EXPECT_STREQ(o.text_path, "in.txt");
     EXPECT_EQ(o.hidden, 64);
@@ -739,6 +866,45 @@ TEST(Options, DefaultsAndBothValueForms)
     EXPECT_STREQ(o.sample_checkpoint, "m.ckpt");
     EXPECT_STREQ(o.prime, "To be");
     EXPECT_EQ(o.length, 20);
+}
+
+TEST(Options, CellAndLayers)
+{
+    charrnn_options o;
+    charrnn_error err;
+    const struct {
+        const char *name;
+        gpurnn_cell cell;
+    } cells[] = {{"tanh", GPURNN_CELL_TANH}, {"relu", GPURNN_CELL_RELU}, {"gru", GPURNN_CELL_GRU},
+                 {"lstm", GPURNN_CELL_LSTM}};
+    for (const auto &c : cells) {
+        ASSERT_EQ(parse({"train", "--cell", c.name}, &o, &err), 0) << err.message;
+        EXPECT_EQ(o.cell, c.cell);
+        EXPECT_STREQ(charrnn_cell_name(o.cell), c.name);
+        EXPECT_EQ(o.layers, 1);
+        EXPECT_EQ(o.given, (unsigned)GIVEN_CELL);
+    }
+    ASSERT_EQ(parse({"train", "--layers=3", "--cell=lstm"}, &o, &err), 0) << err.message;
+    EXPECT_EQ(o.layers, 3);
+    EXPECT_EQ(o.cell, GPURNN_CELL_LSTM);
+    EXPECT_EQ(o.given, (unsigned)(GIVEN_CELL | GIVEN_LAYERS));
+    ASSERT_EQ(parse({"train", "--layers", std::to_string(GPURNN_MAX_LAYERS).c_str()}, &o, &err), 0) << err.message;
+    EXPECT_EQ(o.layers, GPURNN_MAX_LAYERS);
+    EXPECT_EQ(o.cell, GPURNN_CELL_TANH);
+    EXPECT_EQ(o.given, (unsigned)GIVEN_LAYERS);
+}
+
+TEST(Options, CellAndLayersInTheBanner)
+{
+    char line[160];
+    charrnn_format_model(line, sizeof line, 65, 512, 2, GPURNN_CELL_GRU, GPURNN_F32, 2483777);
+    EXPECT_STREQ(line, "V=65 H=512 L=2 gru f32, 2483777 parameters");
+    charrnn_format_model(line, sizeof line, 21, 16, 1, GPURNN_CELL_TANH, GPURNN_F64, 965);
+    EXPECT_STREQ(line, "V=21 H=16 L=1 tanh f64, 965 parameters");
+    charrnn_format_model(line, sizeof line, 3, 4, 1024, GPURNN_CELL_LSTM, GPURNN_F32, 1);
+    EXPECT_STREQ(line, "V=3 H=4 L=1024 lstm f32, 1 parameters");
+    charrnn_format_model(line, sizeof line, 3, 4, 1, GPURNN_CELL_RELU, GPURNN_F32, 1);
+    EXPECT_STREQ(line, "V=3 H=4 L=1 relu f32, 1 parameters");
 }
 
 TEST(Options, BadUsageIsOneClearLine)
@@ -762,6 +928,16 @@ TEST(Options, BadUsageIsOneClearLine)
         {{"train", "--steps", "3", "--epochs", "1"}, "give --steps or --epochs, not both"},
         {{"train", "--compare-speed=1"}, "--compare-speed takes no value"},
         {{"fly"}, "unknown command 'fly': use `train` or `sample` (see --help)"},
+        {{"train", "--cell", "rnn"}, "--cell wants tanh, relu, gru or lstm, got 'rnn'"},
+        {{"train", "--cell=GRU"}, "--cell wants tanh, relu, gru or lstm, got 'GRU'"},
+        {{"train", "--cell"}, "--cell needs a value (see --help)"},
+        {{"train", "--layers", "0"}, "--layers wants an integer in [1, 1024], got '0'"},
+        {{"train", "--layers", "-2"}, "--layers wants an integer in [1, 1024], got '-2'"},
+        {{"train", "--layers", "1025"}, "--layers wants an integer in [1, 1024], got '1025'"},
+        {{"train", "--layers", "two"}, "--layers wants an integer in [1, 1024], got 'two'"},
+        {{"train", "--layers=1.5"}, "--layers wants an integer in [1, 1024], got '1.5'"},
+        {{"sample", "x", "--cell", "gru"}, "unknown option '--cell' for sample (see --help)"},
+        {{"sample", "x", "--layers", "2"}, "unknown option '--layers' for sample (see --help)"},
     };
     for (const Case &c : cases) {
         EXPECT_EQ(parse(c.args, &o, &err), -1) << c.message;
