@@ -151,8 +151,7 @@ gpurnn_config get_config(const gpurnn_model *m)
 
 std::vector<double> get_state(const gpurnn_model *m)
 {
-    gpurnn_config cfg = get_config(m);
-    std::vector<double> v((size_t)cfg.batch_size * (size_t)cfg.hidden_size);
+    std::vector<double> v(gpurnn_state_count(m));
     gpurnn_status st = gpurnn_state_get(m, v.data(), v.size());
     if (st != GPURNN_OK)
         ADD_FAILURE() << "gpurnn_state_get: " << gpurnn_status_string(st) << ": " << gpurnn_last_error();
@@ -175,8 +174,8 @@ RandomModel make_random_model(const gpurnn_config &cfg, uint64_t seed, double pa
     if (!r.m)
         return r;
     Rng rng(seed * 7919 + 17);
-    r.params = random_normal(ref_param_count(cfg.vocab_size, cfg.hidden_size), rng, param_scale);
-    r.state = random_normal((size_t)cfg.batch_size * (size_t)cfg.hidden_size, rng, state_scale);
+    r.params = random_normal(gpurnn_param_count(r.m.get()), rng, param_scale);
+    r.state = random_normal(gpurnn_state_count(r.m.get()), rng, state_scale);
     if (cfg.dtype == GPURNN_F32) {
         r.params = round_to_float(r.params);
         r.state = round_to_float(r.state);
