@@ -12,15 +12,16 @@
  * A model that loads is exercised a little, with invariants checked:
  *  - it saves with its user data (to a file and to memory: the same bytes), and the saved
  *    file equals the input (byte for byte, apart from init_scale, which the library
- *    canonicalises (0 means 0.01), and the checksum that covers it; a version-1 input is
- *    saved as version 2, whose payload must equal the input's);
+ *    canonicalises (0 means 0.01), and the checksum that covers it; a version-1 or -2
+ *    input is saved as version 3, whose payload and user data must equal the input's);
  *  - forward, backward, clipping, an optimizer step of the file's kind and sampling
  *    return known statuses, with a message on failure, and leave the parameters finite.
  */
 #include "fuzz_common.h"
 
-enum { V1_HEADER_BYTES = 104, HEADER_BYTES = 112, TRAILER_BYTES = 8, OFF_VERSION = 8,
-       OFF_INIT_SCALE = 48, OFF_OPT_STARTED = 56, OFF_OPT_KIND = 60 };
+enum { V1_HEADER_BYTES = 104, V2_HEADER_BYTES = 112, HEADER_BYTES = 120, TRAILER_BYTES = 8,
+       OFF_VERSION = 8, OFF_INIT_SCALE = 48, OFF_OPT_STARTED = 56, OFF_OPT_KIND = 60,
+       OFF_CELL = 112, OFF_NUM_LAYERS = 116 };
 
 static uint32_t le32(const uint8_t *p)
 {
@@ -125,12 +126,18 @@ static void load_and_check(const char *path, const uint8_t *data, size_t size)
                "save_to_memory failed: %s", gpurnn_last_error());
     FUZZ_CHECK(!memcmp(mem, out, out_size), "the memory save differs from the file save");
     free(mem);
-    if (le32(data + OFF_VERSION) == 1) {
-        /* saved as version 2: a longer header, the same payload */
-        FUZZ_CHECK(out_size == size + (HEADER_BYTES - V1_HEADER_BYTES), "saved %zu bytes from a v1 file of %zu",
-                   out_size, size);
-        FUZZ_CHECK(!memcmp(out + HEADER_BYTES, data + V1_HEADER_BYTES, size - V1_HEADER_BYTES - TRAILER_BYTES),
-                   "the payload of a v1 file changed through load + save");
+    const uint32_t version = le32(data + OFF_VERSION);
+    if (version < 3) {
+        /* saved as version 3: a longer header that records one tanh layer, the same payload
+         * and user data */
+        const size_t old_header = version == 1 ? V1_HEADER_BYTES : V2_HEADER_BYTES;
+        FUZZ_CHECK(out_size == size + (HEADER_BYTES - old_header), "saved %zu bytes from a v%u file of %zu",
+                   out_size, (unsigned)version, size);
+        FUZZ_CHECK(le32(out + OFF_CELL) == 0 && le32(out + OFF_NUM_LAYERS) == 1,
+                   "a v%u file saved as cell %u, num_layers %u", (unsigned)version, (unsigned)le32(out + OFF_CELL),
+                   (unsigned)le32(out + OFF_NUM_LAYERS));
+        FUZZ_CHECK(!memcmp(out + HEADER_BYTES, data + old_header, size - old_header - TRAILER_BYTES),
+                   "the payload of a v%u file changed through load + save", (unsigned)version);
     } else {
         FUZZ_CHECK(out_size == size, "saved %zu bytes, loaded %zu", out_size, size);
         for (size_t i = 0; i < size - TRAILER_BYTES; i++) {

@@ -4,7 +4,8 @@
  *       several shapes, float32 and float64, sum and mean reduction, no optimizer state,
  *       and the state after SGD (momentum), Adagrad and Adam steps; one (format v2) with
  *       user data. The seeds without it were written in format v1 and are kept as such
- *       (they exercise the v1 reader); this program now writes v2 files.
+ *       (they exercise the v1 reader), as is the v2 one (the v2 reader); this program now
+ *       writes v3 files, the format of the "-format3" seed.
  *   <dir>/fuzz_api/NAME.bin               byte strings for fuzz_api that create a model
  *       and run typical training sequences (forward, backward, clip, step, sample, ...)
  *
@@ -107,6 +108,7 @@ int main(int argc, char **argv)
         {"v8h8b1-f64-adam", 8, 8, 1, 3, GPURNN_F64, GPURNN_LOSS_SUM, GPURNN_ADAM, 3, 0},
         {"v2h2b8-f32-adam", 2, 2, 8, 16, GPURNN_F32, GPURNN_LOSS_MEAN, GPURNN_ADAM, 2, 0},
         {"v4h3b1-f32-adam-user-data", 4, 3, 1, 4, GPURNN_F32, GPURNN_LOSS_SUM, GPURNN_ADAM, 1, 37},
+        {"v3h4b2-f64-sgd-format3", 3, 4, 2, 3, GPURNN_F64, GPURNN_LOSS_MEAN, GPURNN_SGD, 2, 5},
     };
     if (check) {
         for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {

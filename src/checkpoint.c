@@ -38,6 +38,7 @@
 #include "alloc.h"
 #include "crc64.h"
 #include "error.h"
+#include "layout.h"
 #include "model.h"
 
 /* Values are stored as IEEE-754 bit patterns; these guarantee that a float or double
@@ -48,10 +49,12 @@ _Static_assert(sizeof(double) == 8 && DBL_MANT_DIG == 53 && DBL_MAX_EXP == 1024,
                "checkpoints need IEEE-754 binary64 doubles");
 
 enum {
-    /* The version written; version 1 (no user data, a 104-byte header) is still read. */
-    CKPT_VERSION = 2,
+    /* The version written. Versions 1 (no user data, a 104-byte header) and 2 (no cell
+     * and number of layers, a 112-byte header) are still read, as one tanh layer. */
+    CKPT_VERSION = 3,
     CKPT_V1_HEADER_BYTES = 104,
-    CKPT_HEADER_BYTES = 112,
+    CKPT_V2_HEADER_BYTES = 112,
+    CKPT_HEADER_BYTES = 120,
     CKPT_TRAILER_BYTES = 8,
     /* Values moved per round trip between the backend and the file: 64 KiB of float64. */
     CKPT_CHUNK_VALUES = 8192,
@@ -92,9 +95,12 @@ enum {
     OFF_STATE_COUNT = 88,
     OFF_FILE_SIZE = 96,
     OFF_USER_DATA_BYTES = 104, /* version 2 on */
+    OFF_CELL = 112,            /* version 3 on */
+    OFF_NUM_LAYERS = 116,      /* version 3 on */
 };
 _Static_assert(OFF_FILE_SIZE + 8 == CKPT_V1_HEADER_BYTES, "the v1 header table and its size disagree");
-_Static_assert(OFF_USER_DATA_BYTES + 8 == CKPT_HEADER_BYTES, "the header table and its size disagree");
+_Static_assert(OFF_USER_DATA_BYTES + 8 == CKPT_V2_HEADER_BYTES, "the v2 header table and its size disagree");
+_Static_assert(OFF_NUM_LAYERS + 4 == CKPT_HEADER_BYTES, "the header table and its size disagree");
 
 /* PNG's trick: a high-bit first byte and a newline catch 7-bit and text-mode transfers,
  * and the name makes the file recognisable in a hex dump. */
@@ -115,12 +121,24 @@ typedef struct ckpt_header {
     uint64_t optimizer_steps;
     uint64_t param_count, state_count, file_size;
     uint64_t user_data_bytes;   /* 0 in version 1 */
-    uint32_t header_bytes;      /* of this version: 104 (v1) or 112 */
+    uint32_t cell, num_layers;  /* TANH and 1 in versions 1 and 2 */
+    uint32_t header_bytes;      /* of this version: 104 (v1), 112 (v2) or 120 */
 } ckpt_header;
 
 static uint32_t header_bytes_of(uint32_t version)
 {
-    return version == 1 ? CKPT_V1_HEADER_BYTES : CKPT_HEADER_BYTES;
+    switch (version) {
+    case 1: return CKPT_V1_HEADER_BYTES;
+    case 2: return CKPT_V2_HEADER_BYTES;
+    default: return CKPT_HEADER_BYTES;
+    }
+}
+
+/* The parameter layout the header describes; only for a header that header_validate
+ * accepted (or one built from a model), whose sizes fit in size_t. */
+static void layout_of_header(const ckpt_header *h, gpurnn_layout *lay)
+{
+    gpurnn_layout_init(lay, h->vocab_size, h->hidden_size, (gpurnn_cell)h->cell, (int)h->num_layers);
 }
 
 /* One run of values in the payload, in file order. */
@@ -330,19 +348,16 @@ static int check_values(const ckpt_header *h, const ckpt_section *s, uint64_t fi
     for (size_t i = 0; i < n; i++) {
         int ok = s->rule == RULE_FINITE ? isfinite(v[i]) : (v[i] >= 0); /* NaN fails both */
         if (ok) continue;
-        uint64_t at = first + i;
+        size_t at = (size_t)(first + i);
         char where[96];
-        if (s->buffer == GPURNN_BUF_STATE) {
-            snprintf(where, sizeof where, " [b=%" PRIu64 ", j=%" PRIu64 "]", at / h->hidden_size,
-                     at % h->hidden_size);
-        } else {
-            where[0] = ' ';
-            gpurnn_layout lay;
-            gpurnn_layout_init(&lay, h->vocab_size, h->hidden_size, GPURNN_CELL_TANH, 1);
-            gpurnn_layout_describe(&lay, (size_t)at, where + 1, sizeof where - 1);
-        }
-        const char *sep =
-            s->buffer == GPURNN_BUF_PARAMS || s->buffer == GPURNN_BUF_STATE ? "" : " at";
+        where[0] = ' ';
+        gpurnn_layout lay;
+        layout_of_header(h, &lay);
+        if (s->buffer == GPURNN_BUF_STATE)
+            gpurnn_layout_describe_state(&lay, h->batch_size, at, where + 1, sizeof where - 1);
+        else
+            gpurnn_layout_describe(&lay, at, where + 1, sizeof where - 1);
+        const char *sep = s->buffer == GPURNN_BUF_PARAMS ? "" : " at";
         snprintf(why, cap, "%s%s%s is %g, but it must be %s", s->name, sep, where, v[i],
                  s->rule == RULE_FINITE ? "finite" : ">= 0");
         return 0;
@@ -359,6 +374,8 @@ static void header_from_model(const gpurnn_model *m, size_t user_data_bytes, ckp
     h->version = CKPT_VERSION;
     h->header_bytes = CKPT_HEADER_BYTES;
     h->user_data_bytes = user_data_bytes;
+    h->cell = (uint32_t)m->layout.cell;
+    h->num_layers = (uint32_t)m->layout.L;
     h->dtype = (uint32_t)c->dtype;
     h->element_bytes = c->dtype == GPURNN_F64 ? 8u : 4u;
     h->vocab_size = (uint32_t)c->vocab_size;
@@ -401,6 +418,10 @@ static void header_encode(const ckpt_header *h, unsigned char *p)
     store_u64(p + OFF_STATE_COUNT, h->state_count);
     store_u64(p + OFF_FILE_SIZE, h->file_size);
     if (h->version >= 2) store_u64(p + OFF_USER_DATA_BYTES, h->user_data_bytes);
+    if (h->version >= 3) {
+        store_u32(p + OFF_CELL, h->cell);
+        store_u32(p + OFF_NUM_LAYERS, h->num_layers);
+    }
 }
 
 /* Reads the fields of the header from the first avail bytes of a file of actual_size
@@ -460,6 +481,8 @@ static gpurnn_status header_read(const char *load_fn, const char *path, const un
     h->file_size = load_u64(p + OFF_FILE_SIZE);
     h->header_bytes = header_bytes_of(h->version);
     h->user_data_bytes = h->version >= 2 ? load_u64(p + OFF_USER_DATA_BYTES) : 0;
+    h->cell = h->version >= 3 ? load_u32(p + OFF_CELL) : (uint32_t)GPURNN_CELL_TANH;
+    h->num_layers = h->version >= 3 ? load_u32(p + OFF_NUM_LAYERS) : 1u;
 
     if (actual_size < h->file_size)
         return fail_file(GPURNN_ERR_FORMAT, load_fn, path,
@@ -471,6 +494,35 @@ static gpurnn_status header_read(const char *load_fn, const char *path, const un
                          " unexpected bytes at the end)",
                          actual_size, h->file_size, actual_size - h->file_size);
     return GPURNN_OK;
+}
+
+/* Parameter and state counts of the header's dimensions, cell and L, computed with
+ * overflow checks (the layout's size_t arithmetic has none); 0 if either exceeds 64 bits.
+ * The same sums as gpurnn_layout_init: every layer's W_ih and W_hh, Why, the biases, by. */
+static int counts_fit(const ckpt_header *h, uint64_t *params, uint64_t *states)
+{
+    const uint64_t V = h->vocab_size, H = h->hidden_size, B = h->batch_size, L = h->num_layers;
+    const uint64_t G = (uint64_t)gpurnn_cell_gates((gpurnn_cell)h->cell);
+    const int two_biases = h->cell == GPURNN_CELL_GRU || h->cell == GPURNN_CELL_LSTM;
+    uint64_t GH, first, upper, above, output, biases, bias_total, total = 0, per_kind, kinds;
+    /* V, H, B < 2^31 and G <= 4, so GH, V + H, 2H and VH fit; the products with L or a
+     * second dimension may not. */
+    GH = G * H;
+    if (!mul_u64(GH, V + H, &first) || !mul_u64(GH, 2 * H, &upper) ||
+        !mul_u64(L - 1, upper, &above))
+        return 0;
+    output = V * H;
+    biases = two_biases ? 2 * GH : H;
+    if (!mul_u64(L, biases, &bias_total)) return 0;
+    if (!add_u64(total, first, &total) || !add_u64(total, above, &total) ||
+        !add_u64(total, output, &total) || !add_u64(total, bias_total, &total) ||
+        !add_u64(total, V, &total))
+        return 0;
+    kinds = h->cell == GPURNN_CELL_LSTM ? 2 : 1;
+    if (!mul_u64(L * kinds, B * H, &per_kind)) return 0;
+    *params = total;
+    *states = per_kind;
+    return 1;
 }
 
 static int dimension_ok(const char *name, uint32_t v, char *why, size_t cap)
@@ -529,18 +581,36 @@ static int header_validate(const ckpt_header *h, char *why, size_t cap)
         REJECT("user data of %" PRIu64 " bytes is larger than GPURNN_USER_DATA_MAX (%zu)",
                h->user_data_bytes, GPURNN_USER_DATA_MAX);
 
-    /* V, H, B < 2^31, so these products and sums fit in 64 bits. */
-    uint64_t V = h->vocab_size, H = h->hidden_size, B = h->batch_size;
-    uint64_t params = 2 * H * V + H * H + H + V;
-    if (h->param_count != params)
-        REJECT("param_count %" PRIu64 " does not match vocab_size %" PRIu64
-               " and hidden_size %" PRIu64 " (2HV + H^2 + H + V = %" PRIu64 ")",
-               h->param_count, V, H, params);
-    if (h->state_count != B * H)
-        REJECT("state_count %" PRIu64 " does not match batch_size * hidden_size = %" PRIu64,
-               h->state_count, B * H);
-    if (params > SIZE_MAX || B * H > SIZE_MAX)
-        REJECT("%" PRIu64 " parameters do not fit in this machine's size_t", params);
+    if (h->cell > GPURNN_CELL_LSTM)
+        REJECT("cell %" PRIu32 " is not 0 (tanh), 1 (relu), 2 (gru) or 3 (lstm)", h->cell);
+    if (h->num_layers < 1 || h->num_layers > GPURNN_MAX_LAYERS)
+        REJECT("num_layers %" PRIu32 " is outside [1, %d] (GPURNN_MAX_LAYERS)", h->num_layers,
+               GPURNN_MAX_LAYERS);
+
+    uint64_t V = h->vocab_size, H = h->hidden_size, B = h->batch_size, L = h->num_layers;
+    const char *cell = gpurnn_cell_name((gpurnn_cell)h->cell);
+    uint64_t params, states;
+    if (!counts_fit(h, &params, &states))
+        REJECT("absurd size: vocab_size %" PRIu64 ", hidden_size %" PRIu64 ", batch_size %" PRIu64
+               ", cell %s and num_layers %" PRIu64 " give more than 2^64 - 1 values",
+               V, H, B, cell, L);
+    if (params > SIZE_MAX || states > SIZE_MAX)
+        REJECT("%" PRIu64 " parameters and %" PRIu64 " state values do not fit in this machine's "
+               "size_t", params, states);
+    /* Sizes fit now, so the layout (the library's one definition of it) can be built. */
+    gpurnn_layout lay;
+    layout_of_header(h, &lay);
+    if (h->param_count != lay.count)
+        REJECT("param_count %" PRIu64 " does not match vocab_size %" PRIu64 ", hidden_size %" PRIu64
+               ", cell %s (G = %d) and num_layers %" PRIu64
+               " (GH(V + H) + (L - 1)GH(2H) + VH + %s + V = %zu)",
+               h->param_count, V, H, cell, lay.G, L, lay.two_biases ? "2LGH" : "LH", lay.count);
+    const size_t state_values = gpurnn_layout_state_count(&lay, (size_t)B);
+    if (h->state_count != state_values)
+        REJECT("state_count %" PRIu64 " does not match %snum_layers * batch_size * hidden_size = %zu"
+               " (cell %s, num_layers %" PRIu64 ", batch_size %" PRIu64 ", hidden_size %" PRIu64 ")",
+               h->state_count, lay.cell == GPURNN_CELL_LSTM ? "2 (h and c) * " : "", state_values,
+               cell, L, B, H);
     uint64_t expected = expected_file_size(h);
     if (expected == 0 || expected > (uint64_t)INT64_MAX)
         REJECT("absurd size: %" PRIu64 " parameters and %" PRIu64
@@ -1196,6 +1266,8 @@ static gpurnn_status load_create(load_job *job, gpurnn_backend backend, int want
     cfg.reduction = (gpurnn_loss_reduction)h->reduction;
     cfg.seed = (unsigned long long)h->seed;
     cfg.init_scale = h->init_scale;
+    cfg.cell = (gpurnn_cell)h->cell;
+    cfg.num_layers = (int)h->num_layers;
 
     /* The caller's arguments are already checked, so a configuration the library
      * refuses is a fault of the file. */

@@ -22,6 +22,7 @@
 #include <csignal>
 #include <cstring>
 #include <functional>
+#include <tuple>
 
 #include "test_util.h"
 
@@ -104,7 +105,7 @@ enum {
     OFF_VERSION = 8, OFF_DTYPE = 12, OFF_ELEMENT_BYTES = 16, OFF_V = 20, OFF_H = 24, OFF_B = 28, OFF_MAXT = 32,
     OFF_RED = 36, OFF_SEED = 40, OFF_INIT_SCALE = 48, OFF_OPT_STARTED = 56, OFF_OPT_KIND = 60, OFF_OPT_STEPS = 64,
     OFF_OPT_SLOTS = 72, OFF_RESERVED = 76, OFF_PARAM_COUNT = 80, OFF_STATE_COUNT = 88, OFF_FILE_SIZE = 96,
-    OFF_USER_DATA_BYTES = 104, HEADER = 112, V1_HEADER = 104
+    OFF_USER_DATA_BYTES = 104, OFF_CELL = 112, OFF_NUM_LAYERS = 116, HEADER = 120, V1_HEADER = 104, V2_HEADER = 112
 };
 
 gpurnn_optimizer opt_of(gpurnn_optimizer_kind kind)
@@ -304,7 +305,7 @@ TEST_P(CheckpointTest, FileFollowsTheDocumentedLayout)
             ASSERT_EQ(b.size(), HEADER + e * (P * (1 + slots) + S) + 8);
             const unsigned char magic[8] = {0x89, 'G', 'P', 'U', 'R', 'N', 'N', '\n'};
             EXPECT_EQ(std::memcmp(b.data(), magic, 8), 0);
-            EXPECT_EQ(get_u32(b, OFF_VERSION), 2u);
+            EXPECT_EQ(get_u32(b, OFF_VERSION), 3u);
             EXPECT_EQ(get_u32(b, OFF_DTYPE), dt == GPURNN_F64 ? 1u : 0u);
             EXPECT_EQ(get_u32(b, OFF_ELEMENT_BYTES), e);
             EXPECT_EQ(get_u32(b, OFF_V), (uint32_t)V);
@@ -323,6 +324,8 @@ TEST_P(CheckpointTest, FileFollowsTheDocumentedLayout)
             EXPECT_EQ(get_u64(b, OFF_STATE_COUNT), S);
             EXPECT_EQ(get_u64(b, OFF_FILE_SIZE), b.size());
             EXPECT_EQ(get_u64(b, OFF_USER_DATA_BYTES), 0u);
+            EXPECT_EQ(get_u32(b, OFF_CELL), 0u) << "tanh";
+            EXPECT_EQ(get_u32(b, OFF_NUM_LAYERS), 1u);
             EXPECT_EQ(get_u64(b, b.size() - 8), crc64_xz(b.data(), b.size() - 8));
             std::vector<double> params(P), state(S);
             for (size_t i = 0; i < P; ++i)
@@ -442,7 +445,7 @@ TEST_P(CheckpointTest, BadHeaderFieldsBehindAValidChecksum)
     const Edit edits[] = {
         {"wrong magic", [](std::vector<unsigned char> &b) { std::memcpy(b.data(), "NOTRNN\n\0", 8); }, "magic"},
         {"text-mode damaged magic", [](std::vector<unsigned char> &b) { b[0] = 0x09; }, "magic"},
-        {"version 3", [](std::vector<unsigned char> &b) { put_u32(b, OFF_VERSION, 3); }, "version"},
+        {"version 4", [](std::vector<unsigned char> &b) { put_u32(b, OFF_VERSION, 4); }, "version 4"},
         {"version 0", [](std::vector<unsigned char> &b) { put_u32(b, OFF_VERSION, 0); }, "version"},
         {"version 0xffffffff", [](std::vector<unsigned char> &b) { put_u32(b, OFF_VERSION, 0xffffffffu); }, "version"},
         {"dtype 2", [](std::vector<unsigned char> &b) { put_u32(b, OFF_DTYPE, 2); }, ""},
@@ -498,9 +501,56 @@ TEST_P(CheckpointTest, BadHeaderFieldsBehindAValidChecksum)
              put_u64(b, OFF_FILE_SIZE, HEADER + 8 * (P * 3 + S) + 8);
          },
          ""},
-        {"a NaN parameter", [](std::vector<unsigned char> &b) { put_value(b, HEADER + 8 * 3, NAN, 8); }, ""},
+        /* the cell and the number of layers (format v3) */
+        {"cell 4", [](std::vector<unsigned char> &b) { put_u32(b, OFF_CELL, 4); }, "cell 4"},
+        {"cell 2^32 - 1", [](std::vector<unsigned char> &b) { put_u32(b, OFF_CELL, 0xffffffffu); }, "cell 4294967295"},
+        {"num_layers 0", [](std::vector<unsigned char> &b) { put_u32(b, OFF_NUM_LAYERS, 0); }, "num_layers 0"},
+        {"num_layers GPURNN_MAX_LAYERS + 1",
+         [](std::vector<unsigned char> &b) { put_u32(b, OFF_NUM_LAYERS, GPURNN_MAX_LAYERS + 1); },
+         "num_layers 1025"},
+        {"num_layers 2^32 - 1", [](std::vector<unsigned char> &b) { put_u32(b, OFF_NUM_LAYERS, 0xffffffffu); },
+         "num_layers 4294967295"},
+        /* a valid cell or L whose layout the counts do not match */
+        {"cell GRU with the tanh param_count", [](std::vector<unsigned char> &b) { put_u32(b, OFF_CELL, 2); },
+         "param_count"},
+        {"cell ReLU with a GRU param_count",
+         [](std::vector<unsigned char> &b) {
+             const uint64_t v = get_u32(b, OFF_V), h = get_u32(b, OFF_H);
+             put_u32(b, OFF_CELL, 1);
+             put_u64(b, OFF_PARAM_COUNT, 3 * h * (v + h) + v * h + 2 * 3 * h + v);
+         },
+         "param_count"},
+        {"num_layers 2 with the one-layer param_count",
+         [](std::vector<unsigned char> &b) { put_u32(b, OFF_NUM_LAYERS, 2); }, "param_count"},
+        {"LSTM with its param_count but a one-layer state_count of h only",
+         [](std::vector<unsigned char> &b) {
+             const uint64_t v = get_u32(b, OFF_V), h = get_u32(b, OFF_H);
+             put_u32(b, OFF_CELL, 3);
+             put_u64(b, OFF_PARAM_COUNT, 4 * h * (v + h) + v * h + 2 * 4 * h + v);
+         },
+         "state_count"},
+        {"1024 GRU layers with H = 2^31-1 (the parameter count overflows 64 bits)",
+         [big](std::vector<unsigned char> &b) {
+             put_u32(b, OFF_CELL, 2);
+             put_u32(b, OFF_NUM_LAYERS, GPURNN_MAX_LAYERS);
+             put_u32(b, OFF_H, (uint32_t)big);
+         },
+         "absurd"},
+        {"1024 LSTM layers with H = 2^23, B = 2^31-1 (only the state count overflows 64 bits)",
+         [big](std::vector<unsigned char> &b) {
+             put_u32(b, OFF_CELL, 3);
+             put_u32(b, OFF_NUM_LAYERS, GPURNN_MAX_LAYERS);
+             put_u32(b, OFF_V, 1);
+             put_u32(b, OFF_H, 1u << 23);
+             put_u32(b, OFF_B, (uint32_t)big);
+         },
+         "absurd"},
+        /* bad values are named by their place in the layout: V = 6, H = 5, B = 2 */
+        {"a NaN parameter", [](std::vector<unsigned char> &b) { put_value(b, HEADER + 8 * 3, NAN, 8); },
+         "parameter wxh[0, 3] is nan"},
         {"an infinite carried state value",
-         [](std::vector<unsigned char> &b) { put_value(b, b.size() - 16, INFINITY, 8); }, ""},
+         [](std::vector<unsigned char> &b) { put_value(b, b.size() - 16, INFINITY, 8); },
+         "carried state at b=1, unit 4 is inf"},
         {"a negative Adam second moment",
          [](std::vector<unsigned char> &b) {
              const size_t P = get_u64(b, OFF_PARAM_COUNT);
@@ -958,7 +1008,7 @@ TEST_P(CheckpointTest, Version1FileWrittenByTheEarlierLibraryLoads)
 {
     /* tests/data/v1-f64-v3h2b2-adam.ckpt, written by gpurnn_model_save in format v1
      * (tests/data/README.md): its configuration, exact parameters and state, Adam state of
-     * one step, and no user data; saved again it becomes a v2 file with the same values. */
+     * one step, and no user data; saved again it becomes a v3 file with the same values. */
     const std::string path = std::string(GPURNN_TEST_DATA_DIR) + "/v1-f64-v3h2b2-adam.ckpt";
     const std::vector<unsigned char> v1 = read_file(path);
     ASSERT_EQ(v1.size(), 648u);
@@ -987,16 +1037,21 @@ TEST_P(CheckpointTest, Version1FileWrittenByTheEarlierLibraryLoads)
         EXPECT_EQ(c.reduction, GPURNN_LOSS_MEAN);
         EXPECT_EQ(c.seed, 1234u);
         EXPECT_EQ(c.init_scale, 0.25);
+        EXPECT_EQ(c.cell, GPURNN_CELL_TANH);
+        EXPECT_EQ(c.num_layers, 1);
         EXPECT_TRUE(bit_equal(get_params(l.get()), params));
         EXPECT_TRUE(bit_equal(get_state(l.get()), state));
         /* the optimizer state kept its kind: another kind is refused, Adam steps on */
         const gpurnn_optimizer sgd = opt_of(GPURNN_SGD), adam = opt_of(GPURNN_ADAM);
         EXPECT_TRUE(failed_with(gpurnn_step(l.get(), &sgd), GPURNN_ERR_INVALID_ARGUMENT));
-        /* saved now: format v2, the same payload bytes after the longer header */
-        const std::vector<unsigned char> v2 = save_to_memory(l.get(), {});
-        EXPECT_EQ(get_u32(v2, OFF_VERSION), 2u);
-        ASSERT_EQ(v2.size(), v1.size() + (HEADER - V1_HEADER));
-        EXPECT_TRUE(std::equal(v1.begin() + V1_HEADER, v1.end() - 8, v2.begin() + HEADER));
+        /* saved now: format v3, the same payload bytes after the longer header */
+        const std::vector<unsigned char> v3 = save_to_memory(l.get(), {});
+        EXPECT_EQ(get_u32(v3, OFF_VERSION), 3u);
+        ASSERT_EQ(v3.size(), v1.size() + (HEADER - V1_HEADER));
+        EXPECT_EQ(get_u64(v3, OFF_USER_DATA_BYTES), 0u);
+        EXPECT_EQ(get_u32(v3, OFF_CELL), 0u);
+        EXPECT_EQ(get_u32(v3, OFF_NUM_LAYERS), 1u);
+        EXPECT_TRUE(std::equal(v1.begin() + V1_HEADER, v1.end() - 8, v3.begin() + HEADER));
         EXPECT_EQ(gpurnn_step(l.get(), &adam), GPURNN_OK) << gpurnn_last_error();
     }
     /* every truncation and damaged byte of the v1 file is still detected */
@@ -1010,7 +1065,252 @@ TEST_P(CheckpointTest, Version1FileWrittenByTheEarlierLibraryLoads)
     }
 }
 
+TEST_P(CheckpointTest, Version2FileWrittenByTheEarlierLibraryLoads)
+{
+    /* tests/data/v2-f32-v4h3b2-sgd-user-data.ckpt, written by gpurnn_model_save_with_user_data
+     * in format v2, before checkpoints recorded the cell and the number of layers
+     * (tests/data/README.md): it loads as one tanh layer with its configuration, exact
+     * parameters and state, SGD state of one step and its user data; saved again it becomes
+     * a v3 file with the same payload and user data. */
+    const std::string path = std::string(GPURNN_TEST_DATA_DIR) + "/v2-f32-v4h3b2-sgd-user-data.ckpt";
+    const std::vector<unsigned char> v2 = read_file(path);
+    const size_t P = 40, S = 6, e = 4;
+    const std::string user = "libgpurnn v2";
+    ASSERT_EQ(v2.size(), V2_HEADER + e * (2 * P + S) + user.size() + 8);
+    ASSERT_EQ(get_u32(v2, OFF_VERSION), 2u);
+    std::vector<double> params(P), state(S);
+    for (size_t i = 0; i < P; ++i)
+        params[i] = ((double)i - 20.0) / 16.0;
+    for (size_t i = 0; i < S; ++i)
+        state[i] = 0.5 - 0.125 * (double)i;
+    for (bool from_memory : {false, true}) {
+        SCOPED_TRACE(from_memory ? "from memory" : "from the file");
+        UserData u;
+        gpurnn_model *m = nullptr;
+        const gpurnn_status st =
+            from_memory ? gpurnn_model_load_from_memory(v2.data(), v2.size(), backend(), &u.data, &u.size, &m)
+                        : gpurnn_model_load_with_user_data(path.c_str(), backend(), &u.data, &u.size, &m);
+        ASSERT_EQ(st, GPURNN_OK) << gpurnn_last_error();
+        ModelPtr l(m);
+        EXPECT_EQ(u.bytes(), std::vector<unsigned char>(user.begin(), user.end()));
+        const gpurnn_config c = get_config(l.get());
+        EXPECT_EQ(c.vocab_size, 4);
+        EXPECT_EQ(c.hidden_size, 3);
+        EXPECT_EQ(c.batch_size, 2);
+        EXPECT_EQ(c.max_seq_len, 5);
+        EXPECT_EQ(c.dtype, GPURNN_F32);
+        EXPECT_EQ(c.reduction, GPURNN_LOSS_SUM);
+        EXPECT_EQ(c.seed, 99u);
+        EXPECT_EQ(c.init_scale, 0.125);
+        EXPECT_EQ(c.cell, GPURNN_CELL_TANH);
+        EXPECT_EQ(c.num_layers, 1);
+        EXPECT_EQ(gpurnn_param_count(l.get()), P);
+        EXPECT_EQ(gpurnn_state_count(l.get()), S);
+        EXPECT_TRUE(bit_equal(get_params(l.get()), params));
+        EXPECT_TRUE(bit_equal(get_state(l.get()), state));
+        /* saved now: format v3, the header's first 112 bytes as before (but the version and
+         * file_size), the cell and L of one tanh layer, then the same payload (SGD velocity
+         * included) and user data */
+        const std::vector<unsigned char> v3 = save_to_memory(l.get(), u.bytes());
+        ASSERT_EQ(v3.size(), v2.size() + (HEADER - V2_HEADER));
+        EXPECT_EQ(get_u32(v3, OFF_VERSION), 3u);
+        EXPECT_TRUE(std::equal(v2.begin() + OFF_DTYPE, v2.begin() + OFF_FILE_SIZE, v3.begin() + OFF_DTYPE));
+        EXPECT_EQ(get_u64(v3, OFF_FILE_SIZE), v3.size());
+        EXPECT_EQ(get_u64(v3, OFF_USER_DATA_BYTES), user.size());
+        EXPECT_EQ(get_u32(v3, OFF_CELL), 0u);
+        EXPECT_EQ(get_u32(v3, OFF_NUM_LAYERS), 1u);
+        EXPECT_TRUE(std::equal(v2.begin() + V2_HEADER, v2.end() - 8, v3.begin() + HEADER));
+        /* the optimizer state kept its kind: another kind is refused, SGD steps on */
+        const gpurnn_optimizer adam = opt_of(GPURNN_ADAM), sgd = opt_of(GPURNN_SGD);
+        EXPECT_TRUE(failed_with(gpurnn_step(l.get(), &adam), GPURNN_ERR_INVALID_ARGUMENT));
+        EXPECT_EQ(gpurnn_step(l.get(), &sgd), GPURNN_OK) << gpurnn_last_error();
+    }
+    /* every truncation and damaged byte of the v2 file is still detected */
+    for (size_t i = 0; i < v2.size(); ++i) {
+        std::vector<unsigned char> d = v2;
+        d[i] ^= 0x01;
+        ASSERT_TRUE(memory_load_fails(d, backend(), GPURNN_ERR_FORMAT)) << "byte " << i;
+        ASSERT_TRUE(memory_load_fails(std::vector<unsigned char>(v2.begin(), v2.begin() + i), backend(),
+                                      GPURNN_ERR_FORMAT))
+            << "truncated to " << i;
+    }
+    /* a v2 file padded to the v3 header length (file_size too) is still read as v2: its
+     * dimensions give eight bytes fewer */
+    std::vector<unsigned char> padded = v2;
+    padded.insert(padded.begin() + V2_HEADER, 8, 0);
+    put_u64(padded, OFF_FILE_SIZE, padded.size());
+    fix_crc(padded);
+    EXPECT_TRUE(memory_load_fails(padded, backend(), GPURNN_ERR_FORMAT));
+}
+
 GPURNN_INSTANTIATE_BACKENDS(CheckpointTest);
+
+/* ---------- cells and layers (format v3) ---------- */
+
+namespace {
+
+const char *const kCellNames[] = {"tanh", "relu", "gru", "lstm"};
+
+/* The flat layout of gpurnn.h's gpurnn_cell comment, written out here independently of
+ * src/layout.c: G gates, every layer's W_ih (G*H, V or H) and W_hh (G*H, H), Why, then
+ * per layer b (H) or b_ih, b_hh (G*H each), then by. */
+struct TestLayout {
+    size_t V, H, L, G;
+    bool two_biases;
+    TestLayout(size_t v, size_t h, gpurnn_cell cell, size_t l)
+        : V(v), H(h), L(l), G(cell == GPURNN_CELL_GRU ? 3 : cell == GPURNN_CELL_LSTM ? 4 : 1),
+          two_biases(cell == GPURNN_CELL_GRU || cell == GPURNN_CELL_LSTM)
+    {
+    }
+    size_t weights_end() const { return G * H * (V + H) + (L - 1) * G * H * 2 * H + V * H; }
+    size_t layer_biases() const { return two_biases ? 2 * G * H : H; }
+    size_t count() const { return weights_end() + L * layer_biases() + V; }
+};
+
+gpurnn_config cell_config(gpurnn_dtype dt, gpurnn_cell cell, int L)
+{
+    gpurnn_config cfg = make_config(GPURNN_BACKEND_CPU, dt, 5, 3, 2, 4, GPURNN_LOSS_MEAN, 31, 0.2);
+    cfg.cell = cell;
+    cfg.num_layers = L;
+    return cfg;
+}
+
+}  // namespace
+
+/* Every cell and L in {1, 2, 3} on the CPU backend (the one that builds them all). */
+class CheckpointCells : public ::testing::TestWithParam<std::tuple<gpurnn_cell, int>> {};
+
+TEST_P(CheckpointCells, RoundTripIsBitExactAndRecordsCellAndLayers)
+{
+    /* For both dtypes: a model trained two Adam steps with a carried state set by hand
+     * saves with its cell and L at bytes 112..119 and the counts of its layout, loads with
+     * that cell and L, the same parameters and carried state, and saves again to the same
+     * bytes (optimizer state included); one more identical step on both gives identical
+     * results. Bad values are named by the general layout. */
+    TempDir dir;
+    const int V = 5, H = 3, B = 2, T = 4;
+    const gpurnn_cell cell = std::get<0>(GetParam());
+    const int L = std::get<1>(GetParam());
+    uint64_t seed = 300 + 10 * (uint64_t)cell + (uint64_t)L;
+    for (gpurnn_dtype dt : {GPURNN_F64, GPURNN_F32}) {
+        SCOPED_TRACE(dtype_name(dt));
+        ++seed;
+        ModelPtr m = create_model(cell_config(dt, cell, L));
+        ASSERT_TRUE(m);
+        const TestLayout lay(V, H, cell, (size_t)L);
+        const size_t P = lay.count(), S = (cell == GPURNN_CELL_LSTM ? 2 : 1) * (size_t)L * B * H;
+        ASSERT_EQ(gpurnn_param_count(m.get()), P);
+        ASSERT_EQ(gpurnn_state_count(m.get()), S);
+        Rng rng(seed);
+        std::vector<double> params = random_normal(P, rng, 0.3);
+        if (dt == GPURNN_F32)
+            params = round_to_float(params);
+        ASSERT_EQ(gpurnn_params_set(m.get(), params.data(), P), GPURNN_OK) << gpurnn_last_error();
+        const gpurnn_optimizer adam = opt_of(GPURNN_ADAM);
+        for (int step = 0; step < 2; ++step) {
+            std::vector<int32_t> in = random_tokens(T * B, V, rng), tg = random_tokens(T * B, V, rng);
+            double loss;
+            ASSERT_EQ(gpurnn_zero_grad(m.get()), GPURNN_OK);
+            ASSERT_EQ(gpurnn_forward(m.get(), in.data(), tg.data(), T, &loss), GPURNN_OK) << gpurnn_last_error();
+            ASSERT_EQ(gpurnn_backward(m.get()), GPURNN_OK) << gpurnn_last_error();
+            ASSERT_EQ(gpurnn_step(m.get(), &adam), GPURNN_OK) << gpurnn_last_error();
+        }
+        std::vector<double> state = random_normal(S, rng, 0.5);
+        if (dt == GPURNN_F32)
+            state = round_to_float(state);
+        ASSERT_EQ(gpurnn_state_set(m.get(), state.data(), S), GPURNN_OK) << gpurnn_last_error();
+        std::vector<double> trained(P), got_state(S);
+        ASSERT_EQ(gpurnn_params_get(m.get(), trained.data(), P), GPURNN_OK);
+
+        const std::string path = dir.file("cell.ckpt");
+        ASSERT_EQ(gpurnn_model_save(m.get(), path.c_str()), GPURNN_OK) << gpurnn_last_error();
+        const std::vector<unsigned char> b = read_file(path);
+        const size_t e = dt == GPURNN_F64 ? 8 : 4;
+        ASSERT_EQ(b.size(), HEADER + e * (3 * P + S) + 8);
+        EXPECT_EQ(get_u32(b, OFF_VERSION), 3u);
+        EXPECT_EQ(get_u32(b, OFF_CELL), (uint32_t)cell);
+        EXPECT_EQ(get_u32(b, OFF_NUM_LAYERS), (uint32_t)L);
+        EXPECT_EQ(get_u64(b, OFF_PARAM_COUNT), P);
+        EXPECT_EQ(get_u64(b, OFF_STATE_COUNT), S);
+        EXPECT_EQ(get_u64(b, OFF_FILE_SIZE), b.size());
+        std::vector<double> stored(P);
+        for (size_t i = 0; i < P; ++i)
+            stored[i] = e == 8 ? get_f64(b, HEADER + i * e) : get_f32(b, HEADER + i * e);
+        EXPECT_TRUE(bit_equal(stored, trained)) << "the parameters, in the model's flat order";
+
+        gpurnn_model *raw = nullptr;
+        ASSERT_EQ(gpurnn_model_load(path.c_str(), GPURNN_BACKEND_CPU, &raw), GPURNN_OK) << gpurnn_last_error();
+        ModelPtr l(raw);
+        const gpurnn_config c = get_config(l.get());
+        EXPECT_EQ(c.cell, cell);
+        EXPECT_EQ(c.num_layers, L);
+        EXPECT_EQ(c.vocab_size, V);
+        EXPECT_EQ(c.hidden_size, H);
+        EXPECT_EQ(c.batch_size, B);
+        EXPECT_EQ(c.dtype, dt);
+        std::vector<double> loaded(P);
+        ASSERT_EQ(gpurnn_params_get(l.get(), loaded.data(), P), GPURNN_OK);
+        ASSERT_EQ(gpurnn_state_get(l.get(), got_state.data(), S), GPURNN_OK);
+        EXPECT_TRUE(bit_equal(loaded, trained));
+        EXPECT_TRUE(bit_equal(got_state, state));
+        EXPECT_EQ(save_to_memory(l.get(), {}), b) << "saved again: other bytes (optimizer state?)";
+
+        /* one more identical step on both: the same loss and parameters */
+        std::vector<int32_t> in = random_tokens(T * B, V, rng), tg = random_tokens(T * B, V, rng);
+        double la = 0, lb = 1;
+        for (gpurnn_model *x : {m.get(), l.get()}) {
+            ASSERT_EQ(gpurnn_zero_grad(x), GPURNN_OK);
+            ASSERT_EQ(gpurnn_forward(x, in.data(), tg.data(), T, x == m.get() ? &la : &lb), GPURNN_OK);
+            ASSERT_EQ(gpurnn_backward(x), GPURNN_OK);
+            ASSERT_EQ(gpurnn_step(x, &adam), GPURNN_OK) << gpurnn_last_error();
+        }
+        EXPECT_EQ(la, lb);
+        EXPECT_EQ(save_to_memory(l.get(), {}), save_to_memory(m.get(), {})) << "after one more step";
+
+        /* a bad value is named by the general layout: the last layer's last bias
+         * vector, and the last carried value (c of the top layer for LSTM) */
+        const size_t top = (size_t)L - 1;
+        const size_t bias_at = lay.weights_end() + top * lay.layer_biases() + (lay.two_biases ? lay.G * H : 0) + 1;
+        const bool plain = L == 1 && !lay.two_biases;
+        const std::string bias_name = plain ? "bh[1]"
+                                      : lay.two_biases ? "b_hh_l" + std::to_string(top) + "[1]"
+                                                       : "b_l" + std::to_string(top) + "[1]";
+        std::vector<unsigned char> d = b;
+        put_value(d, HEADER + e * bias_at, NAN, e);
+        fix_crc(d);
+        auto r = memory_load_fails(d, GPURNN_BACKEND_CPU, GPURNN_ERR_FORMAT);
+        ASSERT_TRUE(r);
+        EXPECT_NE(std::string(r.message()).find("parameter " + bias_name + " is nan"), std::string::npos)
+            << r.message();
+        const std::string state_name =
+            L == 1 && cell != GPURNN_CELL_LSTM
+                ? "b=1, unit 2"
+                : "layer " + std::to_string(top) + (cell == GPURNN_CELL_LSTM ? " c" : " h") + ", b=1, unit 2";
+        d = b;
+        put_value(d, b.size() - 8 - e, INFINITY, e);
+        fix_crc(d);
+        r = memory_load_fails(d, GPURNN_BACKEND_CPU, GPURNN_ERR_FORMAT);
+        ASSERT_TRUE(r);
+        EXPECT_NE(std::string(r.message()).find("carried state at " + state_name + " is inf"), std::string::npos)
+            << r.message();
+        /* the file's L or cell changed alone: the counts no longer match */
+        d = b;
+        put_u32(d, OFF_NUM_LAYERS, (uint32_t)L % 3 + 1);
+        fix_crc(d);
+        r = memory_load_fails(d, GPURNN_BACKEND_CPU, GPURNN_ERR_FORMAT);
+        EXPECT_TRUE(r);
+        EXPECT_NE(std::string(r.message()).find("param_count"), std::string::npos) << r.message();
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(CellsAndLayers, CheckpointCells,
+                         ::testing::Combine(::testing::Values(GPURNN_CELL_TANH, GPURNN_CELL_RELU, GPURNN_CELL_GRU,
+                                                              GPURNN_CELL_LSTM),
+                                            ::testing::Values(1, 2, 3)),
+                         [](const ::testing::TestParamInfo<std::tuple<gpurnn_cell, int>> &info) {
+                             return std::string(kCellNames[std::get<0>(info.param)]) + "_L" +
+                                    std::to_string(std::get<1>(info.param));
+                         });
 
 TEST(CheckpointBackend, LoadOnUnavailableCudaIsRefused)
 {
