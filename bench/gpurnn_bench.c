@@ -1290,6 +1290,10 @@ static void add_common_peer_args(arg_list *a, const options *o, const config *c)
     arg_add(a, "%llu", o->seed);
     arg_add(a, "--preset");
     arg_add(a, "%s", c->preset);
+    arg_add(a, "--cell");
+    arg_add(a, "%s", cell_name(c->cell));
+    arg_add(a, "--layers");
+    arg_add(a, "%d", c->layers);
 }
 
 static void check_goals(bench_out *b)
@@ -1446,10 +1450,7 @@ int main(int argc, char **argv)
             run_in_child(measure_gpurnn, &job, o.timeout, &id, &r);
             emit(&b, &r, cuda_gemm);
         }
-        const int cudnn_fits = c->cell == GPURNN_CELL_TANH && c->layers == 1;
-        if (cudnn_ok && !cudnn_fits)
-            fprintf(b.table, "cudnn peer at %s: not run (it runs one tanh layer only so far)\n", c->preset);
-        if (cudnn_ok && cudnn_fits) {
+        if (cudnn_ok) {
             arg_list a = {0};
             arg_add(&a, "%s", cudnn_path);
             add_common_peer_args(&a, &o, c);
@@ -1481,10 +1482,6 @@ int main(int argc, char **argv)
                 arg_add(&a, "%s", o.python);
                 arg_add(&a, "%s", torch_path);
                 add_common_peer_args(&a, &o, c);
-                arg_add(&a, "--cell");
-                arg_add(&a, "%s", cell_name(c->cell));
-                arg_add(&a, "--layers");
-                arg_add(&a, "%d", c->layers);
                 arg_add(&a, "--threads");
                 arg_add(&a, "%d", o.threads);
                 arg_add(&a, "--frontend");
@@ -1510,7 +1507,7 @@ int main(int argc, char **argv)
             }
             emit_ratio(&b, best_of(&b.all, first, "gpurnn", "cpu"), best_of(&b.all, first, "torch", "cpu"));
         }
-        if (cudnn_ok && cudnn_fits)
+        if (cudnn_ok)
             emit_ratio(&b, best_of(&b.all, first, "gpurnn", "cuda"), best_of(&b.all, first, "cudnn", "cuda"));
         {
             bench_record cpu_copy, cuda_copy; /* copies: emit_ratio adds to the list */

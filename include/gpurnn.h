@@ -501,8 +501,9 @@ GPURNN_API gpurnn_status gpurnn_sample_batch(gpurnn_model *m, const int32_t *fir
 
 /* ---- checkpoints ---------------------------------------------------------------------
  *
- * A checkpoint (format: docs/checkpoint-format.md, version 2) holds the configuration,
- * parameters, optimizer state and carried state of a model, and optionally the caller's
+ * A checkpoint (format: docs/checkpoint-format.md, version 3) holds the configuration
+ * (cell and number of layers included), parameters, optimizer state and carried state of
+ * a model, and optionally the caller's
  * own bytes (the "user data": a vocabulary, a tokenizer, training metadata), with one
  * CRC-64 over every byte. Gradients are not saved. The library never interprets the user
  * data; it stores it, checksums it and gives it back byte for byte.
@@ -510,7 +511,7 @@ GPURNN_API gpurnn_status gpurnn_sample_batch(gpurnn_model *m, const int32_t *fir
  * Files and memory buffers hold the same bytes: gpurnn_model_save_to_memory writes exactly
  * what gpurnn_model_save_with_user_data writes to a file, and either loader reads either.
  * Files written in format version 1 (before user data existed) still load, with no user
- * data.
+ * data, and so do those of version 2 (before cells and layers: one tanh layer).
  *
  * Ownership: the library keeps no pointer to any buffer passed in. A loaded user blob is
  * allocated by the library and belongs to the caller, who releases it with

@@ -167,9 +167,11 @@ TEST_P(CellTest, BackwardAccumulatesAndZeroGradClears)
     const std::vector<double> once = gt::get_grads(r.m.get());
     ASSERT_EQ(gpurnn_backward(r.m.get()), GPURNN_OK);
     const std::vector<double> twice = gt::get_grads(r.m.get());
+    /* the second backward adds each chunk's contribution to what is there: 2g to rounding */
     std::vector<double> doubled(once.size());
-    for (size_t i = 0; i < once.size(); i++) doubled[i] = 2 * once[i]; /* g + g is exact */
-    EXPECT_TRUE(gt::bit_equal(twice, doubled));
+    for (size_t i = 0; i < once.size(); i++) doubled[i] = 2 * once[i];
+    EXPECT_LE(max_scaled_error(twice, doubled), f64() ? 1e-14 : 1e-6);
+    EXPECT_GT(max_scaled_error(twice, once), 1e-3); /* it did add */
     ASSERT_EQ(gpurnn_zero_grad(r.m.get()), GPURNN_OK);
     for (double g : gt::get_grads(r.m.get())) ASSERT_EQ(g, 0.0);
 }
@@ -225,7 +227,8 @@ TEST_P(CellTest, CheckpointedBpttIsBitIdenticalOverSeveralChunks)
     const int V = 64, H = 64, B = 1, T = 4200;
     gpurnn_config full = config(V, H, B, T, GPURNN_LOSS_MEAN);
     full.bptt_checkpoint_every = GPURNN_BPTT_KEEP_ALL;
-    RandomModel r = gt::make_random_model(full, 31, 0.2, 0.5);
+    /* weights small enough that 4200 ReLU steps do not overflow (spectral radius ~0.6) */
+    RandomModel r = gt::make_random_model(full, 31, 0.08, 0.5);
     ASSERT_TRUE(r.m);
     gpurnn_memory_report mem;
     ASSERT_EQ(gpurnn_model_memory(r.m.get(), &mem), GPURNN_OK);
@@ -278,12 +281,15 @@ TEST_P(CellTest, InferenceLeavesTheForwardStateAndScoresTheLoss)
  * model drew must put its largest probability on each next one. */
 TEST_P(CellTest, GreedySamplingFollowsTheReference)
 {
-    if (!f64()) GTEST_SKIP() << "float64 only: float32 rounding can flip a near tie";
     const int V = 6, n = 12;
     RandomModel r = gt::make_random_model(config(V, 5, 1, n), 17, 0.8, 0.5);
     ASSERT_TRUE(r.m);
-    std::vector<int32_t> drawn(n);
+    std::vector<int32_t> drawn(n), again(n);
     ASSERT_EQ(gpurnn_sample(r.m.get(), 2, n, 0.0, 1, drawn.data()), GPURNN_OK);
+    ASSERT_EQ(gpurnn_sample(r.m.get(), 2, n, 0.0, 1, again.data()), GPURNN_OK);
+    EXPECT_EQ(drawn, again);
+    /* float32 rounding could flip a near tie of the float64 reference: float64 only below */
+    if (!f64()) return;
     std::vector<int32_t> fed(n);
     fed[0] = 2;
     for (int k = 1; k < n; k++) fed[k] = drawn[k - 1];
@@ -322,8 +328,7 @@ TEST_P(CellTest, EveryOptimizerStepsEveryTensor)
         ASSERT_EQ(gpurnn_step(r.m.get(), &opt), GPURNN_OK) << gpurnn_last_error();
         const std::vector<double> p = gt::get_params(r.m.get());
         for (size_t i = 0; i < p.size(); i++) {
-            if (kind == GPURNN_SGD) {
-                /* p - lr g, in the model's dtype */
+            if (kind == GPURNN_SGD) { /* p - lr g, in the model's dtype */
                 const double want = f64() ? r.params[i] - 0.1 * g[i]
                                           : (double)((float)r.params[i] - (float)0.1 * (float)g[i]);
                 ASSERT_NEAR(p[i], want, f64() ? 1e-15 : 1e-6) << "entry " << i;
@@ -389,11 +394,12 @@ TEST_P(CellTest, BadInputChangesNothing)
     bad.back() = NAN;
     EXPECT_TRUE(gt::failed_with(gpurnn_state_set(r.m.get(), bad.data(), bad.size()), GPURNN_ERR_INVALID_ARGUMENT));
     const std::string msg = gpurnn_last_error();
-    if (layers() > 1 || cell() == GPURNN_CELL_LSTM)
+    if (layers() > 1 || cell() == GPURNN_CELL_LSTM) {
         EXPECT_NE(msg.find(std::string("layer ") + std::to_string(layers() - 1) +
                            (cell() == GPURNN_CELL_LSTM ? " c" : " h")),
                   std::string::npos)
             << msg;
+    }
     EXPECT_TRUE(gt::failed_with(gpurnn_state_set(r.m.get(), bad.data(), bad.size() - 1), GPURNN_ERR_INVALID_ARGUMENT));
     std::vector<double> params = before.params;
     params.back() = INFINITY; /* by */

@@ -55,7 +55,17 @@ typedef struct {
     int mean;
     unsigned long long seed;
     char optimizer[16], preset[32], algos[256];
+    char cell[8];   /* tanh, relu, gru, lstm */
+    int layers;
 } options;
+
+static cudnnRNNMode_t cell_mode(const char *cell)
+{
+    if (!strcmp(cell, "relu")) return CUDNN_RNN_RELU;
+    if (!strcmp(cell, "gru")) return CUDNN_GRU;
+    if (!strcmp(cell, "lstm")) return CUDNN_LSTM;
+    return CUDNN_RNN_TANH;
+}
 
 typedef struct {
     const char *name;
@@ -123,6 +133,9 @@ static void measure(const job *j, bench_record *r)
     void *drop_states = NULL, *work = NULL, *reserve = NULL;
     float *params = NULL, *grads = NULL, *x = NULL, *dx = NULL, *y = NULL, *dy = NULL, *logits = NULL;
     float *hx = NULL, *hy = NULL, *dhx = NULL, *dhy = NULL, *row_loss = NULL, *ones = NULL, *scalars = NULL;
+    float *cx = NULL, *cy = NULL, *dcx = NULL, *dcy = NULL; /* LSTM only */
+    const int L = o->layers, lstm = !strcmp(o->cell, "lstm");
+    const size_t state_values = (size_t)L * B * H;
     int *dev_seq = NULL, *targets_dev = NULL, *seq_host = NULL;
     float *host = NULL;
     int32_t *tokens = NULL, *targets = NULL;
@@ -138,6 +151,8 @@ static void measure(const job *j, bench_record *r)
     BENCH_SET(r->optimizer, "sgd");
     BENCH_SET(r->reduction, o->mean ? "mean" : "sum");
     BENCH_SET(r->status, "error");
+    BENCH_SET(r->cell, o->cell);
+    r->layers = o->layers;
     r->V = V;
     r->H = H;
     r->B = B;
@@ -186,9 +201,9 @@ static void measure(const job *j, bench_record *r)
     CUDA_CHECK(cudaMalloc(&drop_states, drop_bytes ? drop_bytes : 1));
     CUDNN_CHECK(cudnnSetDropoutDescriptor(drop, dnn, 0.0f, drop_states, drop_bytes, o->seed));
     CUDNN_CHECK(cudnnCreateRNNDescriptor(&rnn));
-    CUDNN_CHECK(cudnnSetRNNDescriptor_v8(rnn, j->algo->algo, CUDNN_RNN_TANH, CUDNN_RNN_DOUBLE_BIAS,
+    CUDNN_CHECK(cudnnSetRNNDescriptor_v8(rnn, j->algo->algo, cell_mode(o->cell), CUDNN_RNN_DOUBLE_BIAS,
                                          CUDNN_UNIDIRECTIONAL, CUDNN_LINEAR_INPUT, CUDNN_DATA_FLOAT,
-                                         CUDNN_DATA_FLOAT, CUDNN_FMA_MATH, V, H, H, 1, drop,
+                                         CUDNN_DATA_FLOAT, CUDNN_FMA_MATH, V, H, H, L, drop,
                                          CUDNN_RNN_PADDED_IO_DISABLED));
     if (j->algo->algo == CUDNN_RNN_ALGO_PERSIST_DYNAMIC) CUDNN_CHECK(cudnnBuildRNNDynamic(dnn, rnn, B));
 
@@ -198,7 +213,7 @@ static void measure(const job *j, bench_record *r)
                                           seq_host, NULL));
     CUDNN_CHECK(cudnnSetRNNDataDescriptor(ydesc, CUDNN_DATA_FLOAT, CUDNN_RNN_DATA_LAYOUT_SEQ_MAJOR_PACKED, T, B, H,
                                           seq_host, NULL));
-    int hdims[3] = {1, B, H}, hstrides[3] = {B * H, H, 1};
+    int hdims[3] = {L, B, H}, hstrides[3] = {B * H, H, 1};
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&hdesc));
     CUDNN_CHECK(cudnnSetTensorNdDescriptor(hdesc, CUDNN_DATA_FLOAT, 3, hdims, hstrides));
 
@@ -217,10 +232,18 @@ static void measure(const job *j, bench_record *r)
     CUDA_CHECK(cudaMalloc((void **)&y, rows * H * sizeof(float)));
     CUDA_CHECK(cudaMalloc((void **)&dy, rows * H * sizeof(float)));
     CUDA_CHECK(cudaMalloc((void **)&logits, rows * V * sizeof(float)));
-    CUDA_CHECK(cudaMalloc((void **)&hx, (size_t)B * H * sizeof(float)));
-    CUDA_CHECK(cudaMalloc((void **)&hy, (size_t)B * H * sizeof(float)));
-    CUDA_CHECK(cudaMalloc((void **)&dhx, (size_t)B * H * sizeof(float)));
-    CUDA_CHECK(cudaMalloc((void **)&dhy, (size_t)B * H * sizeof(float)));
+    CUDA_CHECK(cudaMalloc((void **)&hx, state_values * sizeof(float)));
+    CUDA_CHECK(cudaMalloc((void **)&hy, state_values * sizeof(float)));
+    CUDA_CHECK(cudaMalloc((void **)&dhx, state_values * sizeof(float)));
+    CUDA_CHECK(cudaMalloc((void **)&dhy, state_values * sizeof(float)));
+    if (lstm) {
+        CUDA_CHECK(cudaMalloc((void **)&cx, state_values * sizeof(float)));
+        CUDA_CHECK(cudaMalloc((void **)&cy, state_values * sizeof(float)));
+        CUDA_CHECK(cudaMalloc((void **)&dcx, state_values * sizeof(float)));
+        CUDA_CHECK(cudaMalloc((void **)&dcy, state_values * sizeof(float)));
+        CUDA_CHECK(cudaMemset(cx, 0, state_values * sizeof(float)));
+        CUDA_CHECK(cudaMemset(dcy, 0, state_values * sizeof(float)));
+    }
     CUDA_CHECK(cudaMalloc((void **)&row_loss, rows * sizeof(float)));
     CUDA_CHECK(cudaMalloc((void **)&ones, rows * sizeof(float)));
     CUDA_CHECK(cudaMalloc((void **)&scalars, 2 * sizeof(float))); /* [0] loss, [1] norm */
@@ -247,8 +270,8 @@ static void measure(const job *j, bench_record *r)
     CUDA_CHECK(cudaMemcpy(ones, host, rows * sizeof(float), cudaMemcpyHostToDevice));
     CUDA_CHECK(cudaMemcpy(targets_dev, targets, rows * sizeof(int), cudaMemcpyHostToDevice));
     CUDA_CHECK(cudaMemcpy(dev_seq, seq_host, (size_t)B * sizeof(int), cudaMemcpyHostToDevice));
-    CUDA_CHECK(cudaMemset(hx, 0, (size_t)B * H * sizeof(float)));
-    CUDA_CHECK(cudaMemset(dhy, 0, (size_t)B * H * sizeof(float)));
+    CUDA_CHECK(cudaMemset(hx, 0, state_values * sizeof(float)));
+    CUDA_CHECK(cudaMemset(dhy, 0, state_values * sizeof(float)));
     CUDA_CHECK(cudaDeviceSynchronize());
 
     const float one = 1.0f, zero = 0.0f;
@@ -266,7 +289,7 @@ static void measure(const job *j, bench_record *r)
         double t0 = bench_now_s();
         CUDA_CHECK(cudaMemsetAsync(grads, 0, nparam * sizeof(float), stream)); /* zero_grad */
         CUDNN_CHECK(cudnnRNNForward(dnn, rnn, CUDNN_FWD_MODE_TRAINING, dev_seq, xdesc, x, ydesc, y, hdesc, hx, hy,
-                                    hdesc, NULL, NULL, wspace, params, work_bytes, work, reserve_bytes, reserve));
+                                    hdesc, cx, cy, wspace, params, work_bytes, work, reserve_bytes, reserve));
         /* logits (rows, V) = h (rows, H) · Whyᵀ: column-major, logitsᵀ = Whyᵀᵀ... i.e.
            C(V x rows) = op(A = Why as (H x V))ᵀ · B (= h as (H x rows)) */
         CUBLAS_CHECK(cublasSgemm(blas, CUBLAS_OP_T, CUBLAS_OP_N, V, (int)rows, H, &one, Why, H, y, H, &zero, logits,
@@ -287,7 +310,7 @@ static void measure(const job *j, bench_record *r)
         CUBLAS_CHECK(cublasSgemm(blas, CUBLAS_OP_N, CUBLAS_OP_N, H, (int)rows, V, &one, Why, H, logits, V, &zero, dy,
                                  H));
         CUDNN_CHECK(cudnnRNNBackwardData_v8(dnn, rnn, dev_seq, ydesc, y, dy, xdesc, dx, hdesc, hx, dhy, dhx, hdesc,
-                                            NULL, NULL, NULL, wspace, params, work_bytes, work, reserve_bytes,
+                                            cx, dcy, dcx, wspace, params, work_bytes, work, reserve_bytes,
                                             reserve));
         CUDNN_CHECK(cudnnRNNBackwardWeights_v8(dnn, rnn, CUDNN_WGRAD_MODE_ADD, dev_seq, xdesc, x, hdesc, hx, ydesc,
                                                y, wspace, grads, work_bytes, work, reserve_bytes, reserve));
@@ -305,6 +328,9 @@ static void measure(const job *j, bench_record *r)
         float *swap = hx; /* carry the final state into the next step */
         hx = hy;
         hy = swap;
+        swap = cx;
+        cx = cy;
+        cy = swap;
         step_loss = (double)loss_host * loss_scale;
         FAIL_IF(!isfinite(step_loss), "the loss is %g at step %d", step_loss, it);
         if (it < 0) continue;
@@ -315,7 +341,7 @@ static void measure(const job *j, bench_record *r)
     CUDA_CHECK(cudaMemGetInfo(&free1, &total));
     bench_summarize_times(times, n, r);
     r->tokens_per_s = (double)rows / r->median_s;
-    r->flops_per_step = bench_model_flops("tanh", 1, V, H, B, T);
+    r->flops_per_step = bench_model_flops(o->cell, L, V, H, B, T);
     r->gflops = r->flops_per_step / r->median_s * 1e-9;
     r->loss = o->mean ? step_loss : step_loss / (double)rows; /* per token, as gpurnn-bench's */
     r->dev_mem_bytes = free0 > free1 ? (double)(free0 - free1) : 0;
@@ -337,7 +363,7 @@ done:
     if (blas) cublasDestroy(blas);
     if (dnn) cudnnDestroy(dnn);
     void *dev_ptrs[] = {drop_states, work, reserve, params, grads, x, dx, y, dy, logits, hx, hy, dhx, dhy,
-                        row_loss, ones, scalars, dev_seq, targets_dev};
+                        cx, cy, dcx, dcy, row_loss, ones, scalars, dev_seq, targets_dev};
     for (size_t i = 0; i < sizeof dev_ptrs / sizeof dev_ptrs[0]; i++)
         if (dev_ptrs[i]) cudaFree(dev_ptrs[i]);
     if (stream) cudaStreamDestroy(stream);
@@ -460,12 +486,15 @@ static int parse_args(int argc, char **argv, options *o)
     BENCH_SET(o->optimizer, "sgd");
     BENCH_SET(o->preset, "custom");
     BENCH_SET(o->algos, "all");
+    BENCH_SET(o->cell, "tanh");
+    o->layers = 1;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i];
         if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
             printf("usage: gpurnn-bench-cudnn [--vocab V] [--hidden H] [--batch B] [--seq LIST] [--steps N]\n"
                    "  [--warmup N] [--max-time SEC] [--lr X] [--clip X] [--loss sum|mean] [--seed N]\n"
                    "  [--preset NAME] [--algo standard|persist_static|persist_static_small_h|persist_dynamic|all]\n"
+                   "  [--cell tanh|relu|gru|lstm] [--layers L]\n"
                    "Prints one JSON record per (T, algorithm); see bench/README.md.\n");
             exit(0);
         }
@@ -480,6 +509,10 @@ static int parse_args(int argc, char **argv, options *o)
             o->H = atoi(v);
         else if (!strcmp(k, "--batch"))
             o->B = atoi(v);
+        else if (!strcmp(k, "--cell"))
+            BENCH_SET(o->cell, v);
+        else if (!strcmp(k, "--layers"))
+            o->layers = atoi(v);
         else if (!strcmp(k, "--seq")) {
             char buf[512];
             BENCH_SET(buf, v);
@@ -515,7 +548,8 @@ static int parse_args(int argc, char **argv, options *o)
             return -1;
         }
     }
-    if (o->V < 1 || o->H < 1 || o->B < 1 || o->steps < 1 || o->warmup < 0 || o->nseq < 1) {
+    if (o->V < 1 || o->H < 1 || o->B < 1 || o->steps < 1 || o->warmup < 0 || o->nseq < 1 || o->layers < 1 ||
+        (strcmp(o->cell, "tanh") && strcmp(o->cell, "relu") && strcmp(o->cell, "gru") && strcmp(o->cell, "lstm"))) {
         fprintf(stderr, "gpurnn-bench-cudnn: V, H, B, T and --steps must be >= 1, --warmup >= 0\n");
         return -1;
     }
