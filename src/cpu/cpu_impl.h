@@ -70,6 +70,9 @@ typedef struct {
     int V, H, B, max_T;
     gpurnn_loss_reduction reduction;
     gpurnn_layout lay;      /* where each layer's tensors sit in the flat buffers */
+    size_t *offsets;        /* (4, L): W_ih, W_hh, b_ih, b_hh of each layer, from lay (the time
+                               loops read them at every step) */
+    size_t why_offset, by_offset;
     int L, G;               /* layers; gates per layer */
     gpurnn_cell cell;
     int carried;            /* streams per layer carried across steps: 1 (h) or 2 (h, c) */
@@ -153,12 +156,12 @@ static REAL *FN(buffer)(cpu_ctx *c, gpurnn_buffer buf, size_t *count)
 }
 
 /* Views of the tensors inside a flat buffer (src/layout.h). */
-#define W_IH(p, c, l) ((p) + gpurnn_layout_w_ih(&(c)->lay, l))   /* (G*H, V for l = 0, else H) */
-#define W_HH(p, c, l) ((p) + gpurnn_layout_w_hh(&(c)->lay, l))   /* (G*H, H) */
-#define B_IH(p, c, l) ((p) + gpurnn_layout_b_ih(&(c)->lay, l))   /* (G*H); tanh/ReLU: b (H) */
-#define B_HH(p, c, l) ((p) + gpurnn_layout_b_hh(&(c)->lay, l))   /* (G*H); tanh/ReLU: b again */
-#define WHY(p, c) ((p) + gpurnn_layout_why(&(c)->lay))           /* (V, H) */
-#define BY(p, c) ((p) + gpurnn_layout_by(&(c)->lay))             /* (V) */
+#define W_IH(p, c, l) ((p) + (c)->offsets[l])                    /* (G*H, V for l = 0, else H) */
+#define W_HH(p, c, l) ((p) + (c)->offsets[(c)->L + (l)])         /* (G*H, H) */
+#define B_IH(p, c, l) ((p) + (c)->offsets[2 * (c)->L + (l)])     /* (G*H); tanh/ReLU: b (H) */
+#define B_HH(p, c, l) ((p) + (c)->offsets[3 * (c)->L + (l)])     /* (G*H); tanh/ReLU: b again */
+#define WHY(p, c) ((p) + (c)->why_offset)                        /* (V, H) */
+#define BY(p, c) ((p) + (c)->by_offset)                          /* (V) */
 
 /* Stream indices within a state: h of layer l, c of layer l, gate k of layer l. */
 #define H_STREAM(c, l) (l)
@@ -208,6 +211,7 @@ static void FN(destroy)(void *ctx)
                      c->sample_y,     c->sample_logits, c->infer_states,  c->infer_logits, c->infer_rows,
                      c->batch_work,   c->batch_logits,  c->batch_weights, c->batch_bad_draw};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) gpurnn_aligned_free(owned[i]);
+    gpurnn_free(c->offsets);
     gpurnn_free(c);
 }
 
@@ -228,6 +232,20 @@ static gpurnn_status FN(create)(const gpurnn_config *cfg, void **out)
     c->gate_streams = gpurnn_layout_gate_streams(&c->lay);
     c->streams = (int)gpurnn_layout_step_streams(&c->lay);
     c->n = c->lay.count;
+    c->offsets = gpurnn_malloc(4 * (size_t)c->L * sizeof *c->offsets);
+    if (!c->offsets) {
+        const size_t bytes = 4 * (size_t)c->L * sizeof(size_t);
+        gpurnn_free(c);
+        return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes", bytes);
+    }
+    for (int l = 0; l < c->L; l++) {
+        c->offsets[l] = gpurnn_layout_w_ih(&c->lay, l);
+        c->offsets[c->L + l] = gpurnn_layout_w_hh(&c->lay, l);
+        c->offsets[2 * c->L + l] = gpurnn_layout_b_ih(&c->lay, l);
+        c->offsets[3 * c->L + l] = gpurnn_layout_b_hh(&c->lay, l);
+    }
+    c->why_offset = gpurnn_layout_why(&c->lay);
+    c->by_offset = gpurnn_layout_by(&c->lay);
     c->chunk_steps = gpurnn_chunk_steps(c->V, c->H, c->B, c->max_T);
     c->ckpt_every = cfg->bptt_checkpoint_every;
     c->window_lo = 1;
@@ -497,6 +515,15 @@ static void FN(layer_step)(const cpu_ctx *c, int l, cpu_states prev, cpu_states 
         REAL *gx = c->step_gx + (size_t)b0 * GH;
         FN(project)(W_IH(c->params, c, l), GH, H, FN(stream)(cur, H_STREAM(c, l - 1)) + first, gx, rows);
         gx_rows = gx;
+    }
+    if (c->G == 1) { /* tanh/ReLU: nothing saved but h */
+        const REAL *bias = B_IH(c->params, c, l);
+        for (int b = b0; b < b1; b++) {
+            const size_t row = (size_t)(b - b0);
+            const REAL *gx = l > 0 ? gx_rows + row * H : c->w_ih0_t + (size_t)xt[b] * H; /* column x_b */
+            FN(simple_forward_row)(c->cell, H, gx, h + row * H, bias, h + row * H);
+        }
+        return;
     }
     const int lstm = c->cell == GPURNN_CELL_LSTM;
     for (int b = b0; b < b1; b++) {
