@@ -60,10 +60,48 @@ static gpurnn_status loss_at(gpurnn_model *m, const saved_buffers *saved, const 
     return s;
 }
 
+/* What one tensor's entries gave: the public report, and for gpurnn_gradcheck the
+ * plain largest relative error over every entry (no round-off floor). */
+typedef struct {
+    gpurnn_gradcheck_tensor report;
+    double max_plain_rel_error;
+    double worst_excess;        /* |a-n| / max(atol, RTOL*max(|a|,|n|)) at worst_index */
+} tensor_check;
+
+static double unit_roundoff(gpurnn_dtype dtype)
+{
+    return dtype == GPURNN_F64 ? 0x1p-53 : 0x1p-24;
+}
+
+/* Scores one entry; a NaN anywhere fails it and stays visible in the errors. */
+static void score_entry(tensor_check *tc, size_t index, double a, double n, double atol)
+{
+    gpurnn_gradcheck_tensor *r = &tc->report;
+    double diff = fabs(a - n);
+    double scale = fmax(fabs(a), fabs(n));
+    double plain_rel = scale == 0 ? 0 : diff / scale;
+    if (isnan(a) || isnan(n)) diff = plain_rel = NAN;
+    if (!(plain_rel <= tc->max_plain_rel_error)) tc->max_plain_rel_error = plain_rel;
+    if (!(diff <= r->max_abs_error)) r->max_abs_error = diff;
+    if (!(atol <= r->max_atol)) r->max_atol = atol;
+    if (!(scale < atol / GPURNN_GRADCHECK_RTOL) && !(plain_rel <= r->max_rel_error))
+        r->max_rel_error = plain_rel;
+    const int passes = diff <= atol || diff <= GPURNN_GRADCHECK_RTOL * scale;
+    if (!passes) r->failed++;
+    double excess = diff / fmax(atol, GPURNN_GRADCHECK_RTOL * scale);
+    if (isnan(excess)) excess = INFINITY;
+    if (r->checked == 0 || excess > tc->worst_excess) {
+        tc->worst_excess = excess;
+        r->worst_index = index;
+        r->worst_analytic = a;
+        r->worst_numeric = n;
+    }
+    r->checked++;
+}
+
 static gpurnn_status run_check(gpurnn_model *m, const saved_buffers *saved, const int32_t *inputs,
                                const int32_t *targets, int T, double eps, int samples,
-                               unsigned long long seed, double *analytic,
-                               gpurnn_gradcheck_result *result)
+                               unsigned long long seed, double *analytic, tensor_check *checks)
 {
     double loss;
     gpurnn_status s = m->ops->fill_zero(m->ctx, GPURNN_BUF_GRADS);
@@ -72,12 +110,14 @@ static gpurnn_status run_check(gpurnn_model *m, const saved_buffers *saved, cons
     if (s == GPURNN_OK) s = m->ops->read(m->ctx, GPURNN_BUF_GRADS, 0, m->param_count, analytic);
     if (s != GPURNN_OK) return s;
 
-    for (int t = 0; t < GPURNN_NUM_TENSORS; t++) {
+    const double u = unit_roundoff(m->cfg.dtype);
+    for (size_t t = 0; t < m->layout.tensor_count; t++) {
         gpurnn_tensor_info info;
-        gpurnn_layout_tensor(&m->layout, (size_t)t, &info);
+        gpurnn_layout_tensor(&m->layout, t, &info);
         size_t offset = info.offset, size = info.size;
         size_t count = size < (size_t)samples ? size : (size_t)samples;
-        double worst = 0;
+        tensor_check *tc = &checks[t];
+        memset(tc, 0, sizeof *tc);
         for (size_t k = 0; k < count; k++) {
             size_t local = size <= (size_t)samples
                                ? k
@@ -92,23 +132,47 @@ static gpurnn_status run_check(gpurnn_model *m, const saved_buffers *saved, cons
             if (s == GPURNN_OK)
                 s = m->ops->write(m->ctx, GPURNN_BUF_PARAMS, i, 1, &saved->params[i]);
             if (s != GPURNN_OK) return s;
-            double numeric = (l_plus - l_minus) / (w_plus - w_minus);
-            double a = analytic[i];
-            double denom = fmax(fabs(a), fabs(numeric));
-            double rel = denom == 0 ? 0 : fabs(a - numeric) / denom;
-            if (!(rel <= worst)) worst = rel; /* a NaN stays visible */
+            /* eps below the weight's spacing in the dtype leaves w+ == w-: no difference
+             * can be formed, and the entry fails rather than dividing by zero */
+            double step = w_plus - w_minus;
+            double numeric = step > 0 ? (l_plus - l_minus) / step : NAN;
+            double atol = GPURNN_GRADCHECK_ROUNDOFF * u *
+                          fmax(fmax(fabs(l_plus), fabs(l_minus)), 1.0) / step;
+            score_entry(tc, i, analytic[i], numeric, step > 0 ? atol : 0);
         }
-        result->max_rel_error[t] = worst;
-        result->checked[t] = (int)count;
     }
     return GPURNN_OK;
 }
 
-gpurnn_status gpurnn_gradcheck(gpurnn_model *m, const int32_t *inputs, const int32_t *targets,
-                               int T, double eps, int samples_per_tensor, unsigned long long seed,
-                               gpurnn_gradcheck_result *out)
+/* The shared body of both checks: validates, saves, checks, restores. checks holds
+ * one entry per tensor of m. */
+static gpurnn_status check_model(const char *fn, gpurnn_model *m, const int32_t *inputs,
+                                 const int32_t *targets, int T, double eps, int samples_per_tensor,
+                                 unsigned long long seed, tensor_check *checks)
 {
-    const char *fn = "gpurnn_gradcheck";
+    saved_buffers saved = {0};
+    gpurnn_status s = save_buffers(m, &saved);
+    if (s != GPURNN_OK) return gpurnn_fail_context(s, fn);
+    double *analytic = gpurnn_malloc(m->param_count * sizeof(double));
+    if (!analytic) {
+        free_saved(&saved);
+        return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes", fn,
+                           m->param_count * sizeof(double));
+    }
+    s = run_check(m, &saved, inputs, targets, T, eps, samples_per_tensor, seed, analytic, checks);
+    gpurnn_status restored = restore_buffers(m, &saved);
+    m->forward_valid = 0;
+    gpurnn_free(analytic);
+    free_saved(&saved);
+    if (s != GPURNN_OK) return gpurnn_fail_context(s, fn);
+    if (restored != GPURNN_OK) return gpurnn_fail_context(restored, fn);
+    return GPURNN_OK;
+}
+
+static gpurnn_status check_arguments(const char *fn, const gpurnn_model *m, const int32_t *inputs,
+                                     const int32_t *targets, int T, double eps,
+                                     int samples_per_tensor, const void *out)
+{
     gpurnn_status s = gpurnn_check_sequence(fn, m, inputs, targets, T);
     if (s != GPURNN_OK) return s;
     if (!out) return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: out is NULL", fn);
@@ -117,31 +181,52 @@ gpurnn_status gpurnn_gradcheck(gpurnn_model *m, const int32_t *inputs, const int
     if (samples_per_tensor < 1)
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT, "%s: samples_per_tensor = %d must be >= 1",
                            fn, samples_per_tensor);
+    return GPURNN_OK;
+}
 
+gpurnn_status gpurnn_gradcheck(gpurnn_model *m, const int32_t *inputs, const int32_t *targets,
+                               int T, double eps, int samples_per_tensor, unsigned long long seed,
+                               gpurnn_gradcheck_result *out)
+{
+    const char *fn = "gpurnn_gradcheck";
+    gpurnn_status s = check_arguments(fn, m, inputs, targets, T, eps, samples_per_tensor, out);
+    if (s != GPURNN_OK) return s;
     if (m->layout.tensor_count != GPURNN_NUM_TENSORS)
         return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
                            "%s: the model has %zu tensors (%d layers of %s), more than its result holds; "
                            "use gpurnn_gradcheck_tensors",
                            fn, m->layout.tensor_count, m->layout.L, gpurnn_cell_name(m->layout.cell));
 
-    saved_buffers saved = {0};
-    s = save_buffers(m, &saved);
-    if (s != GPURNN_OK) return gpurnn_fail_context(s, fn);
-    double *analytic = gpurnn_malloc(m->param_count * sizeof(double));
-    if (!analytic) {
-        free_saved(&saved);
-        return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes", fn,
-                           m->param_count * sizeof(double));
+    tensor_check checks[GPURNN_NUM_TENSORS];
+    s = check_model(fn, m, inputs, targets, T, eps, samples_per_tensor, seed, checks);
+    if (s != GPURNN_OK) return s;
+    for (int t = 0; t < GPURNN_NUM_TENSORS; t++) {
+        out->max_rel_error[t] = checks[t].max_plain_rel_error;
+        out->checked[t] = checks[t].report.checked;
     }
-    gpurnn_gradcheck_result result;
-    memset(&result, 0, sizeof result);
-    s = run_check(m, &saved, inputs, targets, T, eps, samples_per_tensor, seed, analytic, &result);
-    gpurnn_status restored = restore_buffers(m, &saved);
-    m->forward_valid = 0;
-    gpurnn_free(analytic);
-    free_saved(&saved);
-    if (s != GPURNN_OK) return gpurnn_fail_context(s, fn);
-    if (restored != GPURNN_OK) return gpurnn_fail_context(restored, fn);
-    *out = result;
     return GPURNN_OK;
+}
+
+gpurnn_status gpurnn_gradcheck_tensors(gpurnn_model *m, const int32_t *inputs, const int32_t *targets,
+                                       int T, double eps, int samples_per_tensor,
+                                       unsigned long long seed, gpurnn_gradcheck_tensor *out,
+                                       size_t out_count)
+{
+    const char *fn = "gpurnn_gradcheck_tensors";
+    gpurnn_status s = check_arguments(fn, m, inputs, targets, T, eps, samples_per_tensor, out);
+    if (s != GPURNN_OK) return s;
+    if (out_count != m->layout.tensor_count)
+        return gpurnn_fail(GPURNN_ERR_INVALID_ARGUMENT,
+                           "%s: out_count = %zu, but the model has %zu tensors (gpurnn_tensor_count)",
+                           fn, out_count, m->layout.tensor_count);
+
+    tensor_check *checks = gpurnn_malloc(out_count * sizeof *checks);
+    if (!checks)
+        return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes", fn,
+                           out_count * sizeof *checks);
+    s = check_model(fn, m, inputs, targets, T, eps, samples_per_tensor, seed, checks);
+    if (s == GPURNN_OK)
+        for (size_t t = 0; t < out_count; t++) out[t] = checks[t].report;
+    gpurnn_free(checks);
+    return s;
 }

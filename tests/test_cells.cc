@@ -339,6 +339,68 @@ TEST_P(CellTest, EveryOptimizerStepsEveryTensor)
     }
 }
 
+/* gpurnn_gradcheck_tensors over every entry of every tensor. In float64 every entry
+ * passes the header's bar (relative error < 1e-5 above the round-off floor). Float32
+ * cannot meet a 1e-5 bar: its backpropagated gradients are themselves good to ~1e-6
+ * relative, and at eps = 1e-3 the step's truncation error is of order eps^2; so there
+ * every entry must be within 0.5% of the tensor's largest gradient plus the round-off
+ * floor the check reports. Either way the model comes back bit for bit. */
+TEST_P(CellTest, GradientCheckCoversEveryTensor)
+{
+    const int T = 7, B = 2, V = 6, H = 5;
+    for (gpurnn_loss_reduction reduction : {GPURNN_LOSS_SUM, GPURNN_LOSS_MEAN}) {
+        SCOPED_TRACE(gt::reduction_name(reduction));
+        RandomModel r = gt::make_random_model(config(V, H, B, T, reduction), 41 + (int)reduction, 0.5, 0.5);
+        ASSERT_TRUE(r.m);
+        gt::Rng rng(17);
+        const auto x = gt::random_tokens((size_t)T * B, V, rng), y = gt::random_tokens((size_t)T * B, V, rng);
+        double loss = 0;
+        ASSERT_EQ(gpurnn_forward(r.m.get(), x.data(), y.data(), T, &loss), GPURNN_OK);
+        ASSERT_EQ(gpurnn_backward(r.m.get()), GPURNN_OK);
+        const gt::Snapshot before = gt::Snapshot::take(r.m.get());
+
+        const size_t n = gpurnn_tensor_count(r.m.get());
+        std::vector<gpurnn_gradcheck_tensor> out(n);
+        const double eps = f64() ? 1e-5 : 1e-3;
+        ASSERT_EQ(gpurnn_gradcheck_tensors(r.m.get(), x.data(), y.data(), T, eps, 1 << 20, 5, out.data(), n),
+                  GPURNN_OK)
+            << gpurnn_last_error();
+        EXPECT_TRUE(gt::snapshots_equal(gt::Snapshot::take(r.m.get()), before));
+        EXPECT_TRUE(gt::failed_with(gpurnn_backward(r.m.get()), GPURNN_ERR_INVALID_STATE))
+            << "the last forward pass is used up";
+        /* the gradients the check compared: from the carried state it started at */
+        ASSERT_EQ(gpurnn_zero_grad(r.m.get()), GPURNN_OK);
+        ASSERT_EQ(gpurnn_forward(r.m.get(), x.data(), y.data(), T, &loss), GPURNN_OK);
+        ASSERT_EQ(gpurnn_backward(r.m.get()), GPURNN_OK);
+        const std::vector<double> grads = gt::get_grads(r.m.get());
+
+        for (size_t k = 0; k < n; k++) {
+            gpurnn_tensor_info info;
+            ASSERT_EQ(gpurnn_tensor_info_get(r.m.get(), k, &info), GPURNN_OK);
+            SCOPED_TRACE(info.name);
+            const gpurnn_gradcheck_tensor &c = out[k];
+            EXPECT_EQ((size_t)c.checked, info.size);
+            EXPECT_GE(c.worst_index, info.offset);
+            EXPECT_LT(c.worst_index, info.offset + info.size);
+            EXPECT_TRUE(std::isfinite(c.max_abs_error));
+            EXPECT_GT(c.max_atol, 0);
+            if (f64()) {
+                EXPECT_EQ(c.failed, 0) << "worst entry " << c.worst_index << ": backprop " << c.worst_analytic
+                                       << ", central difference " << c.worst_numeric;
+                EXPECT_LT(c.max_rel_error, GPURNN_GRADCHECK_RTOL);
+                /* the worst entry's analytic value is the gradient the model reported */
+                EXPECT_EQ(c.worst_analytic, grads[c.worst_index]);
+            } else {
+                double largest = 0;
+                for (size_t i = 0; i < info.size; i++) largest = std::fmax(largest, std::fabs(grads[info.offset + i]));
+                EXPECT_LE(c.max_abs_error, 5e-3 * largest + c.max_atol) << "failed " << c.failed << " of " << c.checked
+                    << "worst entry " << c.worst_index << ": backprop " << c.worst_analytic << ", central difference "
+                    << c.worst_numeric;
+            }
+        }
+    }
+}
+
 TEST_P(CellTest, TheTensorTableCoversTheBufferInOrder)
 {
     RandomModel r = gt::make_random_model(config(7, 5, 2, 4), 1);

@@ -377,6 +377,28 @@ TEST_P(AllocationFaultTest, Gradcheck)
     EXPECT_GE(n, 3) << "gradcheck should allocate its saved buffers through the hook";
 }
 
+TEST_P(AllocationFaultTest, GradcheckTensors)
+{
+    std::vector<gpurnn_gradcheck_tensor> res(GPURNN_NUM_TENSORS);
+    std::memset(res.data(), 0x5a, res.size() * sizeof res[0]);
+    const std::vector<gpurnn_gradcheck_tensor> untouched = res;
+    const long long n = every_allocation(
+        "gradcheck_tensors",
+        [&](gpurnn_model *m, const TempDir &) {
+            res = untouched;
+            return gpurnn_gradcheck_tensors(m, in_.data(), tg_.data(), T, 1e-5, 3, 9, res.data(), res.size());
+        },
+        [&](gpurnn_model *, const TempDir &, bool fired) {
+            if (fired) {
+                EXPECT_EQ(std::memcmp(res.data(), untouched.data(), res.size() * sizeof res[0]), 0)
+                    << "the result was written by a failed call";
+            } else {
+                for (int t = 0; t < GPURNN_NUM_TENSORS; ++t) EXPECT_EQ(res[t].failed, 0) << "tensor " << t;
+            }
+        });
+    EXPECT_GE(n, 4) << "gradcheck_tensors should allocate its saved buffers and results through the hook";
+}
+
 TEST(AllocationFaultHook, IsPerThreadAndOneShot)
 {
     /* Armed on this thread, the countdown does not touch another thread's allocations,
