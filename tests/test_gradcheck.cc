@@ -61,6 +61,16 @@ Problem make_problem(const GradcheckCase &c)
     return p;
 }
 
+/* A float64 model of case c on backend with the case's parameters and carried state. */
+ModelPtr model_of_case(gpurnn_backend backend, const GradcheckCase &c, const Problem &p)
+{
+    ModelPtr m = create_model(make_config(backend, GPURNN_F64, c.V, c.H, c.B, c.T, c.red, 77));
+    if (m && (gpurnn_params_set(m.get(), p.params.data(), p.params.size()) != GPURNN_OK ||
+              gpurnn_state_set(m.get(), p.state.data(), p.state.size()) != GPURNN_OK))
+        m.reset();
+    return m;
+}
+
 size_t tensor_size(int V, int H, int t)
 {
     const size_t sizes[GPURNN_NUM_TENSORS] = {(size_t)H * V, (size_t)H * H, (size_t)V * H, (size_t)H, (size_t)V};
@@ -77,12 +87,9 @@ TEST_P(GradcheckTest, Float64AllTensorsBelow1e5)
         SCOPED_TRACE("V=" + std::to_string(c.V) + " H=" + std::to_string(c.H) + " B=" + std::to_string(c.B) +
                      " T=" + std::to_string(c.T) + " " + reduction_name(c.red) +
                      (c.zero_state ? " zero state" : " non-zero state") + " samples=" + std::to_string(c.samples));
-        gpurnn_config cfg = make_config(backend(), GPURNN_F64, c.V, c.H, c.B, c.T, c.red, 77);
-        ModelPtr m = create_model(cfg);
-        ASSERT_TRUE(m);
-        Problem p = make_problem(c);
-        ASSERT_EQ(gpurnn_params_set(m.get(), p.params.data(), p.params.size()), GPURNN_OK);
-        ASSERT_EQ(gpurnn_state_set(m.get(), p.state.data(), p.state.size()), GPURNN_OK);
+        const Problem p = make_problem(c);
+        ModelPtr m = model_of_case(backend(), c, p);
+        ASSERT_TRUE(m) << gpurnn_last_error();
 
         gpurnn_gradcheck_result res;
         std::memset(&res, 0xff, sizeof res);
@@ -186,11 +193,9 @@ TEST_P(GradcheckTest, TinyCorrectGradientsPassThroughTheRoundOffFloor)
         if (!cpu && seed > 1) break;
         SCOPED_TRACE("seed " + std::to_string(seed));
         const GradcheckCase c = {28, 29, 2, 10, GPURNN_LOSS_MEAN, 0.3, seed, false, cpu ? 1 << 20 : 150};
-        ModelPtr m = create_model(make_config(backend(), GPURNN_F64, c.V, c.H, c.B, c.T, c.red, 77));
-        ASSERT_TRUE(m);
-        Problem p = make_problem(c);
-        ASSERT_EQ(gpurnn_params_set(m.get(), p.params.data(), p.params.size()), GPURNN_OK);
-        ASSERT_EQ(gpurnn_state_set(m.get(), p.state.data(), p.state.size()), GPURNN_OK);
+        const Problem p = make_problem(c);
+        ModelPtr m = model_of_case(backend(), c, p);
+        ASSERT_TRUE(m) << gpurnn_last_error();
         gpurnn_status st;
         const auto out = check_tensors(m.get(), p, c.T, 1e-5, c.samples, 1, &st);
         ASSERT_EQ(st, GPURNN_OK) << gpurnn_last_error();
@@ -223,11 +228,9 @@ TEST_P(GradcheckTest, TinyCorrectGradientsPassThroughTheRoundOffFloor)
 TEST_P(GradcheckTest, ACentralDifferenceFarFromTheGradientFails)
 {
     const GradcheckCase c = {7, 6, 2, 8, GPURNN_LOSS_SUM, 0.5, 3, false, 1 << 20};
-    ModelPtr m = create_model(make_config(backend(), GPURNN_F64, c.V, c.H, c.B, c.T, c.red, 77));
-    ASSERT_TRUE(m);
-    Problem p = make_problem(c);
-    ASSERT_EQ(gpurnn_params_set(m.get(), p.params.data(), p.params.size()), GPURNN_OK);
-    ASSERT_EQ(gpurnn_state_set(m.get(), p.state.data(), p.state.size()), GPURNN_OK);
+    const Problem p = make_problem(c);
+    ModelPtr m = model_of_case(backend(), c, p);
+    ASSERT_TRUE(m) << gpurnn_last_error();
     gpurnn_status st;
     const auto out = check_tensors(m.get(), p, c.T, 0.5, c.samples, 1, &st);
     ASSERT_EQ(st, GPURNN_OK) << gpurnn_last_error();
