@@ -81,8 +81,6 @@ void gpurnn_layout_of(gpurnn_layout *lay, const gpurnn_config *cfg)
                        cfg->num_layers < 1 ? 1 : cfg->num_layers);
 }
 
-size_t gpurnn_layout_param_count(size_t V, size_t H) { return 2 * H * V + H * H + H + V; }
-
 /* One tanh/ReLU layer keeps the vanilla model's names. */
 static int vanilla_names(const gpurnn_layout *lay) { return lay->L == 1 && !lay->two_biases; }
 

@@ -61,8 +61,6 @@ int gpurnn_layout_carried_streams(const gpurnn_layout *lay); /* h (and c) per la
 int gpurnn_layout_gate_streams(const gpurnn_layout *lay);    /* saved gates per layer: 0 or 4 */
 size_t gpurnn_layout_step_streams(const gpurnn_layout *lay);
 
-/* The vanilla (one tanh layer) layout, for the CUDA backend's five-tensor code. */
-size_t gpurnn_layout_param_count(size_t V, size_t H);
 
 #ifdef __cplusplus
 }

@@ -114,8 +114,7 @@ gpurnn_status gpurnn_model_create_empty(const gpurnn_config *resolved, gpurnn_mo
         (s == GPURNN_ERR_INVALID_ARGUMENT || s == GPURNN_ERR_OUT_OF_MEMORY || s == GPURNN_ERR_CUDA ||
          s == GPURNN_ERR_BACKEND_UNAVAILABLE)) {
         /* AUTO means the CPU where CUDA cannot hold this configuration (too many tokens for
-         * its int32 indices, too little device memory, a cell it does not implement) or the
-         * device fails to set it up */
+         * its int32 indices, too little device memory) or the device fails to set it up */
         m->cfg.backend = GPURNN_BACKEND_CPU;
         m->ops = gpurnn_cpu_backend(cfg.dtype);
         s = m->ops->create(&m->cfg, &m->ctx);

@@ -76,6 +76,10 @@ protected:
     }
 };
 
+/* The tests that run long on the device emulator (thousands of steps of kernel launches, or
+ * a forward pass per parameter): instantiated for a subset of the CUDA cases (below). */
+class CellLongTest : public CellTest {};
+
 /* Largest |a - b| / max(1, |b|). */
 double max_scaled_error(const std::vector<double> &a, const std::vector<double> &b)
 {
@@ -222,7 +226,7 @@ TEST_P(CellTest, CheckpointedBpttIsBitIdenticalToTheFullHistory)
  * backend then pipelines the recurrence and the output layer on two threads, with the full
  * history and with checkpoints at a multiple of the chunk (its segment buffers), and runs
  * a checkpoint interval that is not a multiple unpipelined: all three must agree bit for bit. */
-TEST_P(CellTest, CheckpointedBpttIsBitIdenticalOverSeveralChunks)
+TEST_P(CellLongTest, CheckpointedBpttIsBitIdenticalOverSeveralChunks)
 {
     const int V = 64, H = 64, B = 1, T = 4200;
     gpurnn_config full = config(V, H, B, T, GPURNN_LOSS_MEAN);
@@ -345,7 +349,7 @@ TEST_P(CellTest, EveryOptimizerStepsEveryTensor)
  * relative, and at eps = 1e-3 the step's truncation error is of order eps^2; so there
  * every entry must be within 0.5% of the tensor's largest gradient plus the round-off
  * floor the check reports. Either way the model comes back bit for bit. */
-TEST_P(CellTest, GradientCheckCoversEveryTensor)
+TEST_P(CellLongTest, GradientCheckCoversEveryTensor)
 {
     const int T = 7, B = 2, V = 6, H = 5;
     for (gpurnn_loss_reduction reduction : {GPURNN_LOSS_SUM, GPURNN_LOSS_MEAN}) {
@@ -490,12 +494,24 @@ TEST_P(CellTest, MemoryReportCountsEveryLayersActivations)
               gpurnn_param_count(m.get()) * elem);
 }
 
-// The CUDA backend joins with its cells (cuda_backend.cu); until then CPU only.
+const auto kEveryCell = ::testing::Values(GPURNN_CELL_TANH, GPURNN_CELL_RELU, GPURNN_CELL_GRU, GPURNN_CELL_LSTM);
+
 INSTANTIATE_TEST_SUITE_P(Cells, CellTest,
-                         ::testing::Combine(::testing::Values(GPURNN_BACKEND_CPU),
-                                            ::testing::Values(GPURNN_CELL_TANH, GPURNN_CELL_RELU, GPURNN_CELL_GRU,
-                                                              GPURNN_CELL_LSTM),
+                         ::testing::Combine(::testing::Values(GPURNN_BACKEND_CPU, GPURNN_BACKEND_CUDA), kEveryCell,
                                             ::testing::Values(1, 2, 3), ::testing::Values(GPURNN_F64, GPURNN_F32)),
+                         cell_param_name);
+INSTANTIATE_TEST_SUITE_P(Cells, CellLongTest,
+                         ::testing::Combine(::testing::Values(GPURNN_BACKEND_CPU), kEveryCell, ::testing::Values(1, 2, 3),
+                                            ::testing::Values(GPURNN_F64, GPURNN_F32)),
+                         cell_param_name);
+/* On the emulator these two take 5-20 s an instance on an idle 2-core machine (all 48 CUDA
+ * cases: about 6 minutes, and again under ASan in CI), so the CUDA backend runs them for
+ * every cell at L = 1 and 2 in float64;
+ * its agreement with the CPU backend at every L and dtype is test_cross_backend.cc's
+ * CrossBackendCellsTest. */
+INSTANTIATE_TEST_SUITE_P(CellsCuda, CellLongTest,
+                         ::testing::Combine(::testing::Values(GPURNN_BACKEND_CUDA), kEveryCell, ::testing::Values(1, 2),
+                                            ::testing::Values(GPURNN_F64)),
                          cell_param_name);
 
 /* Config values the library must refuse, each naming the value. */
@@ -527,7 +543,7 @@ TEST(CellConfig, BadCellsAndLayerCountsAreRefusedNamingTheValue)
     EXPECT_EQ(gpurnn_tensor_count(one.get()), 5u);
 }
 
-/* AUTO never fails for a cell the CUDA backend lacks: it falls back to the CPU. */
+/* AUTO creates every cell: on CUDA where a device is usable, else on the CPU. */
 TEST(CellConfig, AutoCreatesEveryCell)
 {
     for (gpurnn_cell cell : {GPURNN_CELL_TANH, GPURNN_CELL_RELU, GPURNN_CELL_GRU, GPURNN_CELL_LSTM}) {

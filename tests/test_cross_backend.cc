@@ -2,11 +2,14 @@
  * every gradient tensor agree (1e-10 relative in float64, 1e-4 in float32, B > 1, T up
  * to 1000), CUDA gradients are bit-identical from run to run, optimizer steps, clipping
  * and greedy sampling agree, and a checkpoint saved on one backend loads on the other
- * with identical values. Every test here needs both backends, so on a machine without a
+ * with identical values; and the same for every cell (tanh, ReLU, GRU, LSTM) and 1 to 3
+ * layers. Every test here needs both backends, so on a machine without a
  * usable CUDA device each one is skipped with the reason. */
 #include <cmath>
 #include <cstring>
+#include <sstream>
 #include <string>
+#include <tuple>
 
 #include "test_util.h"
 
@@ -207,5 +210,148 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, CrossBackendTest, ::testing::Values(GPURNN_F32,
                          [](const ::testing::TestParamInfo<gpurnn_dtype> &info) {
                              return std::string(dtype_name(info.param));
                          });
+
+/* ---- every cell and layer count ---------------------------------------------------------
+ * The same comparisons for tanh, ReLU, GRU and LSTM stacks of 1 to 3 layers: loss, every
+ * tensor of the table (relative norm error), the carried state (h and c), clipping and an
+ * Adam step, inference, greedy sampling, and bit-identical CUDA gradients run to run. */
+using CellCase = std::tuple<gpurnn_cell, int, gpurnn_dtype>;
+
+class CrossBackendCellsTest : public ::testing::TestWithParam<CellCase> {
+protected:
+    void SetUp() override { GT_SKIP_WITHOUT_CUDA(); }
+    gpurnn_cell cell() const { return std::get<0>(GetParam()); }
+    int layers() const { return std::get<1>(GetParam()); }
+    gpurnn_dtype dtype() const { return std::get<2>(GetParam()); }
+    double tolerance() const { return dtype() == GPURNN_F64 ? 1e-10 : 1e-4; }
+
+    /* One model per backend with the same parameters and carried state. */
+    Pair pair(const Case &c, uint64_t seed) const
+    {
+        gpurnn_config cfg = make_config(GPURNN_BACKEND_CPU, dtype(), c.V, c.H, c.B, c.T, c.reduction);
+        cfg.cell = cell();
+        cfg.num_layers = layers();
+        Pair p;
+        /* weights small enough that the recurrence is not chaotic (see make_pair) */
+        p.cpu = make_random_model(cfg, seed, 0.15, 0.5);
+        cfg.backend = GPURNN_BACKEND_CUDA;
+        p.cuda = create_model(cfg);
+        if (p.cuda) {
+            EXPECT_EQ(GPURNN_OK, gpurnn_params_set(p.cuda.get(), p.cpu.params.data(), p.cpu.params.size()))
+                << gpurnn_last_error();
+            EXPECT_EQ(GPURNN_OK, gpurnn_state_set(p.cuda.get(), p.cpu.state.data(), p.cpu.state.size()))
+                << gpurnn_last_error();
+        }
+        return p;
+    }
+};
+
+/* Every tensor of the table within tol (relative norm error), each named on failure. */
+::testing::AssertionResult every_tensor_close(gpurnn_model *m, const std::vector<double> &got,
+                                              const std::vector<double> &want, double tol)
+{
+    std::ostringstream msg;
+    for (size_t k = 0; k < gpurnn_tensor_count(m); k++) {
+        gpurnn_tensor_info info;
+        if (gpurnn_tensor_info_get(m, k, &info) != GPURNN_OK) return ::testing::AssertionFailure() << "tensor " << k;
+        const double e = rel_norm_error(got.data() + info.offset, want.data() + info.offset, info.size);
+        if (!(e <= tol)) msg << info.name << ": ||a-b||/||b|| = " << e << " > " << tol << "; ";
+    }
+    if (!msg.str().empty()) return ::testing::AssertionFailure() << msg.str();
+    return ::testing::AssertionSuccess();
+}
+
+TEST_P(CrossBackendCellsTest, LossGradientsStateAndAStepMatchCpu)
+{
+    const Case cases[] = {
+        {11, 16, 1, 1, GPURNN_LOSS_SUM},
+        {7, 13, 3, 57, GPURNN_LOSS_MEAN},
+        {33, 32, 4, 200, GPURNN_LOSS_SUM},
+    };
+    const gpurnn_optimizer adam = {GPURNN_ADAM, 0.01, 0, 0.8, 0.99, 1e-7};
+    for (const Case &c : cases) {
+        SCOPED_TRACE("V=" + std::to_string(c.V) + " H=" + std::to_string(c.H) + " B=" + std::to_string(c.B) +
+                     " T=" + std::to_string(c.T));
+        Pair p = pair(c, 7);
+        ASSERT_TRUE(p.cpu.m && p.cuda);
+        Rng rng(99);
+        const auto in = random_tokens((size_t)c.T * c.B, c.V, rng), tg = random_tokens((size_t)c.T * c.B, c.V, rng);
+        gpurnn_model *models[2] = {p.cpu.m.get(), p.cuda.get()};
+        double loss[2], norm[2];
+        for (int k = 0; k < 2; k++) loss[k] = loss_and_grads(models[k], in, tg, c.T);
+        EXPECT_LE(std::fabs(loss[1] - loss[0]) / std::fabs(loss[0]), tolerance());
+        EXPECT_TRUE(every_tensor_close(p.cpu.m.get(), get_grads(p.cuda.get()), get_grads(p.cpu.m.get()), tolerance()));
+        EXPECT_TRUE(vectors_close(get_state(p.cuda.get()), get_state(p.cpu.m.get()), tolerance()));
+        for (int k = 0; k < 2; k++) {
+            ASSERT_EQ(GPURNN_OK, gpurnn_clip_grad_norm(models[k], 1.0, &norm[k])) << gpurnn_last_error();
+            ASSERT_EQ(GPURNN_OK, gpurnn_step(models[k], &adam)) << gpurnn_last_error();
+        }
+        EXPECT_LE(std::fabs(norm[1] - norm[0]) / norm[0], tolerance());
+        EXPECT_TRUE(every_tensor_close(p.cpu.m.get(), get_params(p.cuda.get()), get_params(p.cpu.m.get()), tolerance()));
+    }
+}
+
+TEST_P(CrossBackendCellsTest, GradientsAreBitIdenticalAcrossRuns)
+{
+    const Case c{20, 24, 3, 60, GPURNN_LOSS_SUM};
+    Pair p = pair(c, 11);
+    ASSERT_TRUE(p.cuda);
+    Rng rng(5);
+    /* repeated tokens make the dW_ih0 scatter add many rows into the same columns */
+    const auto in = random_tokens((size_t)c.T * c.B, 3, rng), tg = random_tokens((size_t)c.T * c.B, c.V, rng);
+    std::vector<double> first;
+    for (int run = 0; run < 2; run++) {
+        ASSERT_EQ(GPURNN_OK, gpurnn_state_set(p.cuda.get(), p.cpu.state.data(), p.cpu.state.size()));
+        loss_and_grads(p.cuda.get(), in, tg, c.T);
+        if (run == 0)
+            first = get_grads(p.cuda.get());
+        else
+            EXPECT_TRUE(bit_equal(get_grads(p.cuda.get()), first));
+    }
+}
+
+TEST_P(CrossBackendCellsTest, InferenceAndGreedySamplingMatchCpu)
+{
+    const Case c{29, 32, 3, 30, GPURNN_LOSS_SUM};
+    Pair p = pair(c, 22);
+    ASSERT_TRUE(p.cpu.m && p.cuda);
+    Rng rng(23);
+    const auto in = random_tokens((size_t)c.T * c.B, c.V, rng), tg = random_tokens((size_t)c.T * c.B, c.V, rng);
+    gpurnn_model *models[2] = {p.cpu.m.get(), p.cuda.get()};
+    std::vector<double> dist[2], state[2];
+    std::vector<int32_t> drawn[2], batch[2];
+    double ll[2];
+    const std::vector<int32_t> firsts = {3, 4, 5};
+    for (int k = 0; k < 2; ++k) {
+        dist[k].resize((size_t)c.T * c.B * c.V);
+        ASSERT_EQ(GPURNN_OK, gpurnn_infer(models[k], in.data(), c.T, GPURNN_INFER_EACH_STEP, GPURNN_LOG_PROBS,
+                                          dist[k].data(), dist[k].size())) << gpurnn_last_error();
+        state[k] = get_state(models[k]);
+        ASSERT_EQ(GPURNN_OK, gpurnn_score(models[k], in.data(), tg.data(), c.T, &ll[k])) << gpurnn_last_error();
+        drawn[k].resize(100);
+        ASSERT_EQ(GPURNN_OK, gpurnn_sample(models[k], 3, 100, 0.0, 1, drawn[k].data())) << gpurnn_last_error();
+        batch[k].resize((size_t)40 * c.B);
+        ASSERT_EQ(GPURNN_OK, gpurnn_sample_batch(models[k], firsts.data(), 40, 0.0, 1, batch[k].data()))
+            << gpurnn_last_error();
+    }
+    EXPECT_LE(rel_norm_error(dist[1].data(), dist[0].data(), dist[0].size()), tolerance());
+    EXPECT_LE(rel_norm_error(state[1].data(), state[0].data(), state[0].size()), tolerance());
+    EXPECT_LE(std::fabs(ll[1] - ll[0]), tolerance() * std::fabs(ll[0]));
+    EXPECT_EQ(drawn[0], drawn[1]);
+    EXPECT_EQ(batch[0], batch[1]);
+}
+
+std::string cell_case_name(const ::testing::TestParamInfo<CellCase> &info)
+{
+    static const char *names[] = {"Tanh", "Relu", "Gru", "Lstm"};
+    return std::string(names[std::get<0>(info.param)]) + "_L" + std::to_string(std::get<1>(info.param)) + "_" +
+           dtype_name(std::get<2>(info.param));
+}
+
+INSTANTIATE_TEST_SUITE_P(Cells, CrossBackendCellsTest,
+                         ::testing::Combine(::testing::Values(GPURNN_CELL_TANH, GPURNN_CELL_RELU, GPURNN_CELL_GRU,
+                                                              GPURNN_CELL_LSTM),
+                                            ::testing::Values(1, 2, 3), ::testing::Values(GPURNN_F64, GPURNN_F32)),
+                         cell_case_name);
 
 }  // namespace

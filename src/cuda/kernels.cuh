@@ -59,15 +59,73 @@ __device__ A block_max(A value, A *scratch /* [kThreads / 32] */)
     return result;
 }
 
-/* Forward step, after z (B, H) = h_prev · Whh^T: h = tanh(z + Wxh[:, x_b] + bh). */
+__device__ __forceinline__ float dev_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+__device__ __forceinline__ double dev_sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
+
+/* The cells' pointwise passes, one thread per (sequence b, unit i). Gate g of a row is
+ * element g*H + i of the row's G*H values (PyTorch's gate order: GRU r, z, n; LSTM i, f,
+ * g, o); gate streams are (B, H) each, gate_stride values apart. The cell is a kernel
+ * argument, the same for every thread, so the branch costs nothing. */
+enum CellKind { kCellTanh, kCellRelu, kCellGru, kCellLstm }; /* gpurnn_cell's values (checked where used) */
+struct CellArgs {
+    int cell; /* CellKind */
+    int B, H, V;
+};
+
+/* One step of one layer, after gh (B, G*H) = h_prev · W_hh^T: the cell's activations from
+ * gh, the input projection (gx (B, G*H) above layer 0; layer 0 gathers column x_b of
+ * W_ih0 (G*H, V), its one-hot input) and the biases. Writes h (for tanh/ReLU gh is h: in
+ * place), c (LSTM) and the gates backward needs (GRU: r, z, n, W_hn h_prev + b_hn; LSTM:
+ * i, f, g, o). The additions run in the CPU backend's order. */
 template <typename T>
-__global__ void forward_pointwise(T *__restrict__ z, const T *__restrict__ Wxh, const T *__restrict__ bh,
-                                  const int32_t *__restrict__ x /* (B) */, int B, int H, int V)
+__global__ void forward_pointwise(CellArgs a, T *__restrict__ gh, const T *__restrict__ gx,
+                                  const T *__restrict__ W_ih0, const int32_t *__restrict__ x /* (B) */,
+                                  const T *__restrict__ b_ih, const T *__restrict__ b_hh,
+                                  const T *__restrict__ h_prev, const T *__restrict__ c_prev, T *__restrict__ h,
+                                  T *__restrict__ c, T *__restrict__ gates, size_t gate_stride)
 {
+    const int B = a.B, H = a.H;
     size_t k = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= (size_t)B * H) return;
-    int b = (int)(k / H), i = (int)(k % H);
-    z[k] = dev_tanh(z[k] + Wxh[(size_t)i * V + x[b]] + bh[i]);
+    const int b = (int)(k / H), i = (int)(k % H);
+    const int G = a.cell == kCellGru ? 3 : a.cell == kCellLstm ? 4 : 1;
+    const T *ghb = gh + (size_t)b * G * H + i;
+    const T *gxb = gx ? gx + (size_t)b * G * H + i : W_ih0 + (size_t)i * a.V + x[b];
+    const size_t gx_gate = gx ? (size_t)H : (size_t)H * a.V; /* from gate g to g+1 */
+    switch (a.cell) {
+    case kCellGru: {
+        const T r = dev_sigmoid(gxb[0] + b_ih[i] + ghb[0] + b_hh[i]);
+        const T z = dev_sigmoid(gxb[gx_gate] + b_ih[H + i] + ghb[H] + b_hh[H + i]);
+        const T hn = ghb[2 * H] + b_hh[2 * H + i];
+        const T n = dev_tanh(gxb[2 * gx_gate] + b_ih[2 * H + i] + r * hn);
+        h[k] = (1 - z) * n + z * h_prev[k];
+        gates[k] = r;
+        gates[gate_stride + k] = z;
+        gates[2 * gate_stride + k] = n;
+        gates[3 * gate_stride + k] = hn;
+        break;
+    }
+    case kCellLstm: {
+        const T ig = dev_sigmoid(gxb[0] + b_ih[i] + ghb[0] + b_hh[i]);
+        const T f = dev_sigmoid(gxb[gx_gate] + b_ih[H + i] + ghb[H] + b_hh[H + i]);
+        const T g = dev_tanh(gxb[2 * gx_gate] + b_ih[2 * H + i] + ghb[2 * H] + b_hh[2 * H + i]);
+        const T o = dev_sigmoid(gxb[3 * gx_gate] + b_ih[3 * H + i] + ghb[3 * H] + b_hh[3 * H + i]);
+        const T cell = f * c_prev[k] + ig * g;
+        c[k] = cell;
+        h[k] = o * dev_tanh(cell);
+        gates[k] = ig;
+        gates[gate_stride + k] = f;
+        gates[2 * gate_stride + k] = g;
+        gates[3 * gate_stride + k] = o;
+        break;
+    }
+    case kCellRelu: {
+        const T z = ghb[0] + gxb[0] + b_ih[i];
+        h[k] = z > 0 ? z : (z == z ? T(0) : z); /* a NaN stays visible */
+        break;
+    }
+    default: h[k] = dev_tanh(ghb[0] + gxb[0] + b_ih[i]); break;
+    }
 }
 
 /* One block per output row: adds by to the logits (in place), then the max-subtracted
@@ -121,29 +179,70 @@ __global__ void output_gradient(T *__restrict__ logits, const T *__restrict__ by
     logits[k] = p;
 }
 
-/* The fused tanh-derivative step: dz = (1 - h^2) ⊙ (dh_out + dh_next), in place over dh_out. */
+/* The cells' derivatives for one step of one layer, one thread per (b, i): from dh =
+ * dh_out + dh_next (the gradient of h after the step) the gates' pre-activation
+ * gradients dz (B, G*H, input side) and dzh (B, G*H, hidden side: GRU's n gate there is
+ * r * dn; the same buffer as dz for the other cells); the part of dh_next that does not
+ * go through W_hh (GRU: z * dh; the W_hh^T dzh GEMM adds the rest) and LSTM's dc_next =
+ * f * dc. For tanh/ReLU dz holds dh_out on entry (in place, dh_out nullptr). */
 template <typename T>
-__global__ void tanh_backward_step(T *__restrict__ dz /* (B, H), holds dh_out */, const T *__restrict__ h,
-                                   const T *__restrict__ dh_next, size_t n)
+__global__ void backward_pointwise(CellArgs a, T *__restrict__ dz, T *__restrict__ dzh,
+                                   const T *__restrict__ dh_out /* (B, H) */, T *__restrict__ dh_next,
+                                   T *__restrict__ dc_next, const T *__restrict__ h, const T *__restrict__ h_prev,
+                                   const T *__restrict__ c_prev, const T *__restrict__ c,
+                                   const T *__restrict__ gates, size_t gate_stride)
 {
+    const int H = a.H;
     size_t k = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (k < n) dz[k] = tanh_backward(h[k], dz[k] + dh_next[k]);
+    if (k >= (size_t)a.B * H) return;
+    const int b = (int)(k / H), i = (int)(k % H);
+    switch (a.cell) {
+    case kCellGru: {
+        const T dh = dh_out[k] + dh_next[k], r = gates[k], z = gates[gate_stride + k], n = gates[2 * gate_stride + k];
+        const T dn = dh * (1 - z) * (1 - n * n);
+        const T dzg = dh * (h_prev[k] - n) * z * (1 - z);
+        const T dr = dn * gates[3 * gate_stride + k] * r * (1 - r);
+        T *row = dz + (size_t)b * 3 * H + i, *row_h = dzh + (size_t)b * 3 * H + i;
+        row[0] = row_h[0] = dr;
+        row[H] = row_h[H] = dzg;
+        row[2 * H] = dn;
+        row_h[2 * H] = dn * r;
+        dh_next[k] = dh * z;
+        break;
+    }
+    case kCellLstm: {
+        const T dh = dh_out[k] + dh_next[k], ig = gates[k], f = gates[gate_stride + k],
+                g = gates[2 * gate_stride + k], o = gates[3 * gate_stride + k];
+        const T tc = dev_tanh(c[k]);
+        const T dc = dc_next[k] + dh * o * (1 - tc * tc);
+        T *row = dz + (size_t)b * 4 * H + i;
+        row[0] = dc * g * ig * (1 - ig);
+        row[H] = dc * c_prev[k] * f * (1 - f);
+        row[2 * H] = dc * ig * (1 - g * g);
+        row[3 * H] = dh * tc * o * (1 - o);
+        dc_next[k] = dc * f;
+        break;
+    }
+    case kCellRelu: dz[k] = h[k] > 0 ? dz[k] + dh_next[k] : T(0); break;
+    default: dz[k] = tanh_backward(h[k], dz[k] + dh_next[k]); break;
+    }
 }
 
-/* dWxh[:, token] += sum of dz rows with that token. Rows arrive grouped by token (a
- * stable order made on the host): block (segment, unit tile) sums its rows in order. */
+/* dW_ih0[:, token] += sum of dz rows with that token (GH = G*H values a row). Rows arrive
+ * grouped by token (a stable order made on the host): block (segment, gate-row tile) sums
+ * its rows in order. */
 template <typename T>
-__global__ void scatter_input_gradient(T *__restrict__ dWxh /* (H, V) */, const T *__restrict__ dz /* (rows, H) */,
+__global__ void scatter_input_gradient(T *__restrict__ dWxh /* (GH, V) */, const T *__restrict__ dz /* (rows, GH) */,
                                        const int32_t *__restrict__ order /* chunk-local rows, grouped by token */,
                                        const int32_t *__restrict__ segment_token,
                                        const int32_t *__restrict__ segment_begin,
-                                       const int32_t *__restrict__ segment_end, int H, int V)
+                                       const int32_t *__restrict__ segment_end, int GH, int V)
 {
     int segment = blockIdx.x;
     int i = blockIdx.y * blockDim.x + threadIdx.x;
-    if (i >= H) return;
+    if (i >= GH) return;
     T acc = 0;
-    for (int j = segment_begin[segment]; j < segment_end[segment]; j++) acc += dz[(size_t)order[j] * H + i];
+    for (int j = segment_begin[segment]; j < segment_end[segment]; j++) acc += dz[(size_t)order[j] * GH + i];
     dWxh[(size_t)i * V + segment_token[segment]] += acc;
 }
 
@@ -223,15 +322,6 @@ __global__ void apply_update(UpdateRule rule, T *__restrict__ params, const T *_
 {
     size_t k = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (k < n) update_one(rule, grads[k], &params[k], &s0[k], &s1[k]);
-}
-
-/* Sampling, one token: h_next = tanh(z + Wxh[:, *token] + bh) for one sequence. */
-template <typename T>
-__global__ void sample_hidden(T *__restrict__ z /* (H) */, const T *__restrict__ Wxh, const T *__restrict__ bh,
-                              const int32_t *__restrict__ token, int H, int V)
-{
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < H) z[i] = dev_tanh(z[i] + Wxh[(size_t)i * V + *token] + bh[i]);
 }
 
 /* Sampling, one draw in one block: p ∝ exp((y - max) / temperature) in float64, the same
