@@ -442,9 +442,10 @@ static void FN(simple_forward_row)(gpurnn_cell cell, int H, const REAL *gx, cons
 }
 
 /* GRU, gates (r, z, n): saves r, z, n and hn = W_hn h_prev + b_hn, which backward needs. */
-static void FN(gru_forward_row)(int H, const REAL *gx, const REAL *gh, const REAL *b_ih, const REAL *b_hh,
-                                const REAL *h_prev, REAL *h, REAL *r_out, REAL *z_out, REAL *n_out,
-                                REAL *hn_out)
+static void FN(gru_forward_row)(int H, const REAL *restrict gx, const REAL *restrict gh, const REAL *restrict b_ih,
+                                const REAL *restrict b_hh, const REAL *restrict h_prev, REAL *restrict h,
+                                REAL *restrict r_out, REAL *restrict z_out, REAL *restrict n_out,
+                                REAL *restrict hn_out)
 {
     for (int i = 0; i < H; i++) {
         const REAL r = SIGMOID(gx[i] + b_ih[i] + gh[i] + b_hh[i]);
@@ -460,9 +461,10 @@ static void FN(gru_forward_row)(int H, const REAL *gx, const REAL *gh, const REA
 }
 
 /* LSTM, gates (i, f, g, o): c = f c_prev + i g, h = o tanh(c); saves the four gates. */
-static void FN(lstm_forward_row)(int H, const REAL *gx, const REAL *gh, const REAL *b_ih, const REAL *b_hh,
-                                 const REAL *c_prev, REAL *h, REAL *c_out, REAL *i_out, REAL *f_out,
-                                 REAL *g_out, REAL *o_out)
+static void FN(lstm_forward_row)(int H, const REAL *restrict gx, const REAL *restrict gh, const REAL *restrict b_ih,
+                                 const REAL *restrict b_hh, const REAL *restrict c_prev, REAL *restrict h,
+                                 REAL *restrict c_out, REAL *restrict i_out, REAL *restrict f_out,
+                                 REAL *restrict g_out, REAL *restrict o_out)
 {
     for (int u = 0; u < H; u++) {
         const REAL i = SIGMOID(gx[u] + b_ih[u] + gh[u] + b_hh[u]);
@@ -849,8 +851,10 @@ static REAL *FN(dh_out_of)(const cpu_ctx *c, int set, int l)
  * pre-activation gradients dz (G*H, input side) and dzh (G*H, hidden side: GRU's n gate
  * there is r * dn), the part of dh_next that does not go through W_hh (GRU: z * dh) into
  * dh_next, and for LSTM dc_next = f * dc. */
-static void FN(gru_backward_row)(int H, const REAL *dh_out, REAL *dh_next, const REAL *h_prev, const REAL *r_s,
-                                 const REAL *z_s, const REAL *n_s, const REAL *hn_s, REAL *dz, REAL *dzh)
+static void FN(gru_backward_row)(int H, const REAL *restrict dh_out, REAL *restrict dh_next,
+                                 const REAL *restrict h_prev, const REAL *restrict r_s, const REAL *restrict z_s,
+                                 const REAL *restrict n_s, const REAL *restrict hn_s, REAL *restrict dz,
+                                 REAL *restrict dzh)
 {
     for (int i = 0; i < H; i++) {
         const REAL dh = dh_out[i] + dh_next[i], r = r_s[i], z = z_s[i], n = n_s[i];
@@ -865,9 +869,10 @@ static void FN(gru_backward_row)(int H, const REAL *dh_out, REAL *dh_next, const
     }
 }
 
-static void FN(lstm_backward_row)(int H, const REAL *dh_out, const REAL *dh_next, REAL *dc_next, const REAL *c_prev,
-                                  const REAL *c_s, const REAL *i_s, const REAL *f_s, const REAL *g_s,
-                                  const REAL *o_s, REAL *dz)
+static void FN(lstm_backward_row)(int H, const REAL *restrict dh_out, const REAL *restrict dh_next,
+                                  REAL *restrict dc_next, const REAL *restrict c_prev, const REAL *restrict c_s,
+                                  const REAL *restrict i_s, const REAL *restrict f_s, const REAL *restrict g_s,
+                                  const REAL *restrict o_s, REAL *restrict dz)
 {
     for (int u = 0; u < H; u++) {
         const REAL dh = dh_out[u] + dh_next[u], i = i_s[u], f = f_s[u], g = g_s[u], o = o_s[u];
