@@ -10,6 +10,7 @@
 #include <sstream>
 #include <string>
 #include <tuple>
+#include <utility>
 
 #include "test_util.h"
 
@@ -45,13 +46,11 @@ struct Pair {
     ModelPtr cuda;
 };
 
-Pair make_pair(gpurnn_dtype dtype, const Case &c, uint64_t seed)
+/* A CPU model and its CUDA twin: the same config, parameters and carried state. */
+Pair with_cuda_twin(RandomModel cpu)
 {
     Pair p;
-    /* 0.15, not the default 0.3: at 0.3 (H >= 48, or H = 32 with T = 1000) the recurrence is
-     * chaotic, and a one-ulp difference in Whh changes the final state and the gradients by
-     * O(1), so no two correct backends could agree to 1e-10. */
-    p.cpu = make_random_model(GPURNN_BACKEND_CPU, dtype, c.V, c.H, c.B, c.T, c.reduction, seed, 0.15);
+    p.cpu = std::move(cpu);
     gpurnn_config cfg = p.cpu.cfg;
     cfg.backend = GPURNN_BACKEND_CUDA;
     p.cuda = create_model(cfg);
@@ -62,6 +61,14 @@ Pair make_pair(gpurnn_dtype dtype, const Case &c, uint64_t seed)
             << gpurnn_last_error();
     }
     return p;
+}
+
+Pair make_pair(gpurnn_dtype dtype, const Case &c, uint64_t seed)
+{
+    /* 0.15, not the default 0.3: at 0.3 (H >= 48, or H = 32 with T = 1000) the recurrence is
+     * chaotic, and a one-ulp difference in Whh changes the final state and the gradients by
+     * O(1), so no two correct backends could agree to 1e-10. */
+    return with_cuda_twin(make_random_model(GPURNN_BACKEND_CPU, dtype, c.V, c.H, c.B, c.T, c.reduction, seed, 0.15));
 }
 
 /* forward + backward from zeroed gradients; returns the loss. */
@@ -231,18 +238,8 @@ protected:
         gpurnn_config cfg = make_config(GPURNN_BACKEND_CPU, dtype(), c.V, c.H, c.B, c.T, c.reduction);
         cfg.cell = cell();
         cfg.num_layers = layers();
-        Pair p;
         /* weights small enough that the recurrence is not chaotic (see make_pair) */
-        p.cpu = make_random_model(cfg, seed, 0.15, 0.5);
-        cfg.backend = GPURNN_BACKEND_CUDA;
-        p.cuda = create_model(cfg);
-        if (p.cuda) {
-            EXPECT_EQ(GPURNN_OK, gpurnn_params_set(p.cuda.get(), p.cpu.params.data(), p.cpu.params.size()))
-                << gpurnn_last_error();
-            EXPECT_EQ(GPURNN_OK, gpurnn_state_set(p.cuda.get(), p.cpu.state.data(), p.cpu.state.size()))
-                << gpurnn_last_error();
-        }
-        return p;
+        return with_cuda_twin(make_random_model(cfg, seed, 0.15, 0.5));
     }
 };
 
