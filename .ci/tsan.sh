@@ -8,6 +8,9 @@
 #                                      bit equal to sequential runs; concurrent saves)
 #   Backends/ThreadsTest.*, ThreadLocalErrors.*   (tests/test_init_layout.cc)
 #   AllocationFaultHook.*              (the test-only fault countdown is per thread)
+#   CpuPool.*                          (tests/test_cpu_pool.cc: the CPU backend's own thread
+#                                      pool, with its own thread counts: OMP_NUM_THREADS=1
+#                                      below does not keep it to one thread)
 # Exits non-zero if a test fails or ThreadSanitizer reports anything.
 #
 # Why OMP_NUM_THREADS=1 and OPENBLAS_NUM_THREADS=1: the OpenMP runtime and OpenBLAS are
@@ -50,7 +53,7 @@ cmake -S . -B "$build" \
   -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=thread" \
   -DGPURNN_WITH_CUDA=OFF -DGPURNN_BUILD_EXAMPLES=OFF -DGPURNN_BUILD_BENCH=OFF \
   -DGPURNN_DEVICE_EMULATOR=OFF
-cmake --build "$build" -j"$(nproc)" --target gpurnn_tests gpurnn_fault_tests
+cmake --build "$build" -j"$(nproc)" --target gpurnn_tests gpurnn_fault_tests gpurnn_pool_tests
 
 log="$build/tsan.log"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
@@ -62,7 +65,8 @@ export TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1 history
 status=0
 {
   "$build/tests/gpurnn_tests" --gtest_filter='*ConcurrentModelsTest*:*ThreadsTest*:ThreadLocalErrors.*' &&
-  "$build/tests/gpurnn_fault_tests" --gtest_filter='AllocationFaultHook.*'
+  "$build/tests/gpurnn_fault_tests" --gtest_filter='AllocationFaultHook.*' &&
+  "$build/tests/gpurnn_pool_tests"
 } >"$log" 2>&1 || status=$?
 tail -n 30 "$log"
 if grep -q "WARNING: ThreadSanitizer" "$log"; then

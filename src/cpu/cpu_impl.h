@@ -34,8 +34,15 @@
  * pass of the cell's derivative and one product by W_hh, then per chunk and layer the
  * weight gradients as GEMMs and the gradient passed to the layer below as one GEMM.
  *
- * Determinism: no reduction depends on how many threads run it. Sums over rows go through
- * BLAS or through fixed-size blocks summed in order. */
+ * Threads: training's loops, products and pipeline stages run on the model's own thread
+ * pool (cpu_pool.h: it sleeps rather than spins when it waits, which keeps the backend fast
+ * on a busy machine), each cut into items from the sizes and the caller's OpenMP thread
+ * count alone; BLAS runs single-threaded inside every item. Inference and sampling keep
+ * OpenMP's loops (one parallel loop per step or per call).
+ *
+ * Determinism: no reduction depends on which thread runs it, or on how many threads are
+ * running at the time. Sums over rows go through BLAS or through fixed-size blocks summed
+ * in order. */
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -50,6 +57,7 @@
 #include "../rng.h"
 #include "../update_math.h"
 #include "cpu_common.h"
+#include "cpu_pool.h"
 
 #define CPU_CAT2(a, b) a##_##b
 #define CPU_CAT(a, b) CPU_CAT2(a, b)
@@ -139,6 +147,10 @@ typedef struct {
     double *batch_weights;  /* (B, V) */
     int *batch_bad_draw;    /* (B): the draw whose logits were not finite, -1 if none */
     size_t bytes[GPURNN_MEMORY_KINDS];
+    gpurnn_cpu_pool *pool;  /* the threads of training's loops and stages (cpu_pool.h) */
+    int threads;            /* of the current forward/backward: the caller's OpenMP thread count */
+    int split_threads;      /* the threads the current pass cuts its products and loops for: 1
+                               where the recurrence is one slice (see single_slice_threads) */
 } FN(ctx);
 
 typedef FN(ctx) cpu_ctx;
@@ -212,6 +224,7 @@ static void FN(destroy)(void *ctx)
                      c->batch_work,   c->batch_logits,  c->batch_weights, c->batch_bad_draw};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++) gpurnn_aligned_free(owned[i]);
     gpurnn_free(c->offsets);
+    gpurnn_cpu_pool_destroy(c->pool);
     gpurnn_free(c);
 }
 
@@ -237,6 +250,12 @@ static gpurnn_status FN(create)(const gpurnn_config *cfg, void **out)
         const size_t bytes = 4 * (size_t)c->L * sizeof(size_t);
         gpurnn_free(c);
         return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes", bytes);
+    }
+    c->pool = gpurnn_cpu_pool_create();
+    if (!c->pool) {
+        FN(destroy)(c);
+        return gpurnn_fail(GPURNN_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes for the CPU backend's thread pool",
+                           gpurnn_cpu_pool_size());
     }
     for (int l = 0; l < c->L; l++) {
         c->offsets[l] = gpurnn_layout_w_ih(&c->lay, l);
@@ -383,11 +402,11 @@ static void FN(project_back)(const REAL *W, int M, int K, const REAL *dz, REAL *
 }
 
 /* The sequences of a batch are independent in the recurrence, so the batch is split into
- * one slice per thread and each thread runs the whole time loop on its slice with
- * single-threaded BLAS calls (OpenBLAS's OpenMP build runs serially inside a parallel
- * region). Threads then meet once per loop rather than twice per step: per-step products
- * are too small to split well, and a thread that spins at a per-step barrier while its
- * partner is descheduled wastes the step. Small batches stay on one thread. */
+ * one slice per thread and a pool item runs the whole time loop on its slice with
+ * single-threaded BLAS calls. Threads then meet once per loop rather than twice per step:
+ * per-step products are too small to split well, and a thread that waits at a per-step
+ * barrier while its partner is descheduled wastes the step. Small batches stay on one
+ * thread. */
 static int FN(recurrence_slices)(const cpu_ctx *c)
 {
     double macs_per_step = (double)c->B * c->G * c->H * c->H;
@@ -396,11 +415,19 @@ static int FN(recurrence_slices)(const cpu_ctx *c)
     return threads < c->B ? threads : c->B;
 }
 
+/* Rows [*b0, *b1) of the batch in slice s of `slices`. */
+static void FN(slice_rows)(const cpu_ctx *c, int s, int slices, int *b0, int *b1)
+{
+    *b0 = (int)((long long)c->B * s / slices);
+    *b1 = (int)((long long)c->B * (s + 1) / slices);
+}
+
 /* OpenBLAS's OpenMP build sizes its team from the calling thread's omp_get_max_threads()
  * at every call. The recurrence's per-step products are too small to split: two threads
  * per step never beat one in bench/RESULTS.md's runs, and on a busy machine they were many
  * times slower. So the time loops drop this thread's count to one and restore it after:
- * a per-thread setting, so other threads and the caller's own regions are unaffected. */
+ * a per-thread setting, so other threads and the caller's own regions are unaffected (the
+ * pool's items run so anyway). */
 static int FN(enter_serial_blas)(void)
 {
     int saved = omp_get_max_threads();
@@ -411,16 +438,112 @@ static int FN(enter_serial_blas)(void)
 /* Rows [*b0, *b1) of the batch for this thread of the current team. */
 static void FN(batch_slice)(const cpu_ctx *c, int *b0, int *b1)
 {
-    long long s = omp_get_thread_num(), ns = omp_get_num_threads();
-    *b0 = (int)(c->B * s / ns);
-    *b1 = (int)(c->B * (s + 1) / ns);
+    FN(slice_rows)(c, omp_get_thread_num(), omp_get_num_threads(), b0, b1);
+}
+
+/* ---- spreading work over the pool ------------------------------------------------------
+ * Every loop and product below is cut into items from its sizes and split_threads alone,
+ * and an item computes the same bits whichever thread runs it (cpu_pool.h). */
+
+/* fn(c, arg, lo, hi) for [lo, hi) covering [0, n) in pieces of `per_item`. */
+typedef void (*FN(range_fn))(const cpu_ctx *c, void *arg, size_t lo, size_t hi);
+
+typedef struct {
+    const cpu_ctx *c;
+    FN(range_fn) fn;
+    void *arg;
+    size_t n, per_item;
+} FN(range_job);
+
+static void FN(range_item)(void *p, size_t item)
+{
+    const FN(range_job) *job = p;
+    const size_t lo = item * job->per_item, hi = lo + job->per_item < job->n ? lo + job->per_item : job->n;
+    job->fn(job->c, job->arg, lo, hi);
+}
+
+/* [0, n) in about four pieces per thread (one piece below `work` >= GPURNN_CPU_PARALLEL_MIN),
+ * each a multiple of `align` long. */
+static void FN(parallel_ranges)(const cpu_ctx *c, size_t n, size_t work, size_t align, FN(range_fn) fn, void *arg)
+{
+    const int threads = work >= GPURNN_CPU_PARALLEL_MIN ? c->split_threads : 1;
+    size_t per_item = threads > 1 ? (n + 4 * (size_t)threads - 1) / (4 * (size_t)threads) : n;
+    per_item = (per_item + align - 1) / align * align;
+    if (per_item == 0) per_item = 1;
+    FN(range_job) job = {c, fn, arg, n, per_item};
+    gpurnn_cpu_pool_for(c->pool, threads, (n + per_item - 1) / per_item, FN(range_item), &job);
+}
+
+/* C (M, N) = alpha op(A) op(B) + beta C, row-major, as cblas_?gemm, cut into one block of
+ * rows (or of columns, when N > M: the smaller operand is the one every block packs
+ * again) per split thread, each a single-threaded BLAS call. Blocks start at multiples of
+ * 32, so that the BLAS kernels tile them as they tile the whole product. */
+typedef struct {
+    CBLAS_TRANSPOSE ta, tb;
+    int M, N, K;
+    REAL alpha, beta;
+    const REAL *A, *B;
+    int lda, ldb;
+    REAL *C;
+    int ldc, by_columns;
+} FN(gemm_job);
+
+static void FN(gemm_block)(const cpu_ctx *c, void *p, size_t lo, size_t hi)
+{
+    (void)c;
+    const FN(gemm_job) *g = p;
+    const int n0 = (int)lo, len = (int)(hi - lo);
+    if (g->by_columns) {
+        const REAL *B = g->tb == CblasNoTrans ? g->B + n0 : g->B + (size_t)n0 * g->ldb;
+        CBLAS_GEMM(CblasRowMajor, g->ta, g->tb, g->M, len, g->K, g->alpha, g->A, g->lda, B, g->ldb, g->beta,
+                   g->C + n0, g->ldc);
+    } else {
+        const REAL *A = g->ta == CblasNoTrans ? g->A + (size_t)n0 * g->lda : g->A + n0;
+        CBLAS_GEMM(CblasRowMajor, g->ta, g->tb, len, g->N, g->K, g->alpha, A, g->lda, g->B, g->ldb, g->beta,
+                   g->C + (size_t)n0 * g->ldc, g->ldc);
+    }
+}
+
+#ifndef GEMM_PARTS
+#define GEMM_PARTS 1
+#endif
+static void FN(gemm)(const cpu_ctx *c, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, REAL alpha,
+                     const REAL *A, int lda, const REAL *B, int ldb, REAL beta, REAL *C, int ldc)
+{
+    FN(gemm_job) g = {ta, tb, M, N, K, alpha, beta, A, B, lda, ldb, C, ldc, N > M};
+    const size_t n = (size_t)(g.by_columns ? N : M), work = (size_t)M * N * K / 64;
+    const int threads = work >= GPURNN_CPU_PARALLEL_MIN ? c->split_threads : 1;
+    const size_t parts = threads > 1 ? (size_t)GEMM_PARTS * threads : 1;
+    size_t per_item = (n + parts - 1) / parts;
+    per_item = (per_item + 31) / 32 * 32;
+    FN(range_job) job = {c, FN(gemm_block), &g, n, per_item};
+    gpurnn_cpu_pool_for(c->pool, threads, (n + per_item - 1) / per_item, FN(range_item), &job);
+}
+
+/* y (N) += colsum(A) for A (rows, N): cblas_?gemv by blocks of columns. */
+typedef struct {
+    int rows, N;
+    const REAL *A, *ones;
+    REAL *y;
+} FN(colsum_job);
+
+static void FN(colsum_block)(const cpu_ctx *c, void *p, size_t lo, size_t hi)
+{
+    (void)c;
+    const FN(colsum_job) *j = p;
+    CBLAS_GEMV(CblasRowMajor, CblasTrans, j->rows, (int)(hi - lo), 1, j->A + lo, j->N, j->ones, 1, 1, j->y + lo, 1);
+}
+
+static void FN(add_column_sums)(const cpu_ctx *c, const REAL *A, int rows, int N, REAL *y)
+{
+    FN(colsum_job) j = {rows, N, A, c->ones, y};
+    FN(parallel_ranges)(c, (size_t)N, (size_t)rows * N, 32, FN(colsum_block), &j);
 }
 
 /* logits (rows, V) = h (rows, H) · Why^T; the bias is added by the caller's row pass. */
 static void FN(output_product)(const cpu_ctx *c, const REAL *h, int rows)
 {
-    CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, rows, c->V, c->H, 1, h, c->H,
-               WHY(c->params, c), c->H, 0, c->logits, c->V);
+    FN(gemm)(c, CblasNoTrans, CblasTrans, rows, c->V, c->H, 1, h, c->H, WHY(c->params, c), c->H, 0, c->logits, c->V);
 }
 
 /* ---- the cells, forward: one sequence's pointwise pass ---------------------------------
@@ -551,8 +674,25 @@ static void FN(forward_recurrence)(const cpu_ctx *c, cpu_states states, const in
                            b1);
 }
 
-/* forward_recurrence over the whole batch, each thread on its slice. The forward pass and
- * backward's recomputation both come here, so a recomputed state is the same bits. */
+typedef struct {
+    const cpu_ctx *c;
+    cpu_states states;
+    const int32_t *x;
+    int steps, slices;
+    int set, first_step, layer; /* backward */
+} FN(slices_job);
+
+static void FN(forward_slice)(void *p, size_t s)
+{
+    const FN(slices_job) *j = p;
+    int b0, b1;
+    FN(slice_rows)(j->c, (int)s, j->slices, &b0, &b1);
+    FN(forward_recurrence)(j->c, j->states, j->x, j->steps, b0, b1);
+}
+
+/* forward_recurrence over the whole batch, a slice per thread (the pool's items). The
+ * forward pass and backward's recomputation both come here, so a recomputed state is the
+ * same bits. */
 static void FN(run_recurrence)(const cpu_ctx *c, cpu_states states, const int32_t *x, int steps)
 {
     const int slices = FN(recurrence_slices)(c);
@@ -560,12 +700,8 @@ static void FN(run_recurrence)(const cpu_ctx *c, cpu_states states, const int32_
     if (slices == 1) {
         FN(forward_recurrence)(c, states, x, steps, 0, c->B);
     } else {
-#pragma omp parallel num_threads(slices)
-        {
-            int b0, b1;
-            FN(batch_slice)(c, &b0, &b1);
-            FN(forward_recurrence)(c, states, x, steps, b0, b1);
-        }
+        FN(slices_job) job = {c, states, x, steps, slices, 0, 0, 0};
+        gpurnn_cpu_pool_for(c->pool, slices, (size_t)slices, FN(forward_slice), &job);
     }
     omp_set_num_threads(saved_threads);
 }
@@ -613,14 +749,25 @@ static cpu_states FN(states_for_backward)(cpu_ctx *c, int t0, int t1)
  * one idle, while the output layer's GEMMs do not depend on it: with two threads or more,
  * the full history and at least two chunks, one thread runs the recurrence through a
  * chunk while another does the output layer of the chunk beside it (pipelined()).
- * The GEMMs then run on one thread. OpenBLAS's results depend on its thread count, so
- * whenever the pipeline could run (single_slice_threads()) every GEMM of the pass runs on
- * one thread, pipelined or not: a checkpointed run that cannot be pipelined (k not a
- * multiple of C) or a one-chunk call computes the same bits as the pipelined full history
- * (tests/test_bptt_checkpoint.cc). */
+ * The GEMMs then run on one thread. A product's bits depend on how it is cut into blocks,
+ * so whenever the pipeline could run (single_slice_threads()) every GEMM of the pass is
+ * one block (split_threads = 1), pipelined or not: a checkpointed run that cannot be
+ * pipelined (k not a multiple of C) or a one-chunk call computes the same bits as the
+ * pipelined full history (tests/test_bptt_checkpoint.cc). */
 static int FN(single_slice_threads)(const cpu_ctx *c)
 {
     return FN(recurrence_slices)(c) == 1 && omp_get_max_threads() >= 2;
+}
+
+/* The thread counts of a forward or backward pass, from the caller's OpenMP setting;
+ * returns that setting, which the pass restores at its end. */
+static int FN(enter_pass)(cpu_ctx *c)
+{
+    const int threads = omp_get_max_threads(), single = FN(single_slice_threads)(c);
+    c->threads = threads;
+    c->split_threads = single ? 1 : threads;
+    if (single) omp_set_num_threads(1);
+    return threads;
 }
 
 /* With checkpoints the pipeline needs every chunk inside one checkpoint interval (k a
@@ -673,38 +820,49 @@ static void FN(transpose_input_weights)(cpu_ctx *c)
 /* h of the top layer for the steps after state s: the output layer's input, (rows, H). */
 static const REAL *FN(top_h)(const cpu_ctx *c, cpu_states s) { return FN(stream)(FN(later)(c, s, 1), H_STREAM(c, c->L - 1)); }
 
-/* The output layer and softmax cross-entropy of rows (h: (rows, H), the states of steps
- * t0..): stores each row's log-sum-exp and returns the rows' summed loss, in row order.
- * With probs, also stores the softmax there (rows, V). */
-static double FN(output_loss)(cpu_ctx *c, const REAL *h, int t0, int rows, REAL *probs)
+typedef struct {
+    const int32_t *tgt;
+    double *lse_out;
+    REAL *probs;
+} FN(softmax_job);
+
+/* Rows [lo, hi) of output_loss's pass over the logits. */
+static void FN(softmax_rows)(const cpu_ctx *c, void *p, size_t lo, size_t hi)
 {
+    const FN(softmax_job) *j = p;
     const int V = c->V;
     const REAL *by = BY(c->params, c);
-    FN(output_product)(c, h, rows);
-    const int32_t *tgt = c->targets + (size_t)t0 * c->B;
-    double *lse_out = c->row_lse + (size_t)t0 * c->B;
-#pragma omp parallel for schedule(static) if ((size_t)rows * V >= GPURNN_CPU_PARALLEL_MIN)
-    for (int r = 0; r < rows; r++) {
-        REAL *y = c->logits + (size_t)r * V;
+    for (size_t r = lo; r < hi; r++) {
+        REAL *y = c->logits + r * V;
         REAL max = y[0] + by[0];
         for (int v = 0; v < V; v++) {
             y[v] += by[v];
             if (y[v] > max) max = y[v];
         }
-        const REAL y_target = y[tgt[r]];
+        const REAL y_target = y[j->tgt[r]];
         /* the exponentials in place (a vector loop), then their sum in order */
         for (int v = 0; v < V; v++) y[v] = EXP_NONPOSITIVE(y[v] - max);
         double sum = 0;
         for (int v = 0; v < V; v++) sum += (double)y[v];
         double lse = (double)max + log(sum);
-        lse_out[r] = lse;
+        j->lse_out[r] = lse;
         c->row_loss[r] = lse - (double)y_target;
-        if (probs) {
+        if (j->probs) {
             const REAL inv_sum = (REAL)(1.0 / sum);
-            REAL *p = probs + (size_t)r * V;
-            for (int v = 0; v < V; v++) p[v] = y[v] * inv_sum;
+            REAL *pr = j->probs + r * V;
+            for (int v = 0; v < V; v++) pr[v] = y[v] * inv_sum;
         }
     }
+}
+
+/* The output layer and softmax cross-entropy of rows (h: (rows, H), the states of steps
+ * t0..): stores each row's log-sum-exp and returns the rows' summed loss, in row order.
+ * With probs, also stores the softmax there (rows, V). */
+static double FN(output_loss)(cpu_ctx *c, const REAL *h, int t0, int rows, REAL *probs)
+{
+    FN(output_product)(c, h, rows);
+    FN(softmax_job) job = {c->targets + (size_t)t0 * c->B, c->row_lse + (size_t)t0 * c->B, probs};
+    FN(parallel_ranges)(c, (size_t)rows, (size_t)rows * c->V, 1, FN(softmax_rows), &job);
     double total = 0;
     for (int r = 0; r < rows; r++) total += c->row_loss[r];
     return total;
@@ -716,6 +874,43 @@ static void FN(keep_checkpoints)(cpu_ctx *c, cpu_states states, int t0, int step
     const int k = c->ckpt_every;
     for (int j = (t0 + k - 1) / k * k; j <= t0 + steps; j += k)
         FN(copy_carried)(c, FN(checkpoint)(c, j), FN(later)(c, states, j - t0));
+}
+
+/* With checkpoints, chunk s's states go to segment buffer s % 2 (the forward pass uses the
+ * buffers as two chunk slots) and its checkpoints are copied out. */
+static cpu_states FN(forward_chunk_states)(cpu_ctx *c, int s)
+{
+    const int C = c->chunk_steps;
+    if (c->ckpt_every == GPURNN_BPTT_KEEP_ALL) return FN(states_from)(c, s * C);
+    return FN(segment_states)(c, s & 1, s * C);
+}
+
+/* Stage `stage` of the pipelined forward pass: item 0 the recurrence through that chunk,
+ * item 1 the output layer of the chunk before (its loss into stage_loss). */
+typedef struct {
+    cpu_ctx *c;
+    int T, stage;
+    double stage_loss;
+} FN(forward_stage_job);
+
+static void FN(forward_stage_item)(void *p, size_t item)
+{
+    FN(forward_stage_job) *j = p;
+    cpu_ctx *c = j->c;
+    const int C = c->chunk_steps, chunks = (j->T + C - 1) / C, s = j->stage, B = c->B;
+    const int keep_all = c->ckpt_every == GPURNN_BPTT_KEEP_ALL;
+    if (item == 0 && s < chunks) {
+        const int t0 = s * C, steps = j->T - t0 < C ? j->T - t0 : C;
+        cpu_states states = FN(forward_chunk_states)(c, s);
+        if (s > 0 && !keep_all) /* state t0 ends the chunk before */
+            FN(copy_carried)(c, states, FN(later)(c, FN(forward_chunk_states)(c, s - 1), C));
+        FN(run_recurrence)(c, states, c->inputs + (size_t)t0 * B, steps);
+        if (!keep_all) FN(keep_checkpoints)(c, states, t0, steps);
+    }
+    if (item == 1 && s > 0) {
+        const int t0 = (s - 1) * C, steps = j->T - t0 < C ? j->T - t0 : C;
+        j->stage_loss = FN(output_loss)(c, FN(top_h)(c, FN(forward_chunk_states)(c, s - 1)), t0, steps * B, NULL);
+    }
 }
 
 static gpurnn_status FN(forward_pass)(cpu_ctx *c, const int32_t *inputs, const int32_t *targets, int T,
@@ -740,31 +935,16 @@ static gpurnn_status FN(forward_pass)(cpu_ctx *c, const int32_t *inputs, const i
          * output layer of chunk s-1, whose states are done (the full history, or two
          * chunk slots, keep both). The chunks' losses are summed in the same order as
          * below. */
-        const int C = c->chunk_steps, chunks = (T + C - 1) / C, keep_all = k == GPURNN_BPTT_KEEP_ALL;
-        /* With checkpoints, chunk s's states go to segment buffer s % 2 (the forward pass
-         * uses the buffers as two chunk slots) and its checkpoints are copied out. */
-#define CHUNK_STATES(s) (keep_all ? FN(states_from)(c, (s) * C) : FN(segment_states)(c, (s) & 1, (s) * C))
-        FN(copy_carried)(c, CHUNK_STATES(0), last);
+        const int C = c->chunk_steps, chunks = (T + C - 1) / C;
+        FN(copy_carried)(c, FN(forward_chunk_states)(c, 0), last);
+        FN(forward_stage_job) job = {c, T, 0, 0};
         for (int s = 0; s <= chunks; s++) {
-#pragma omp parallel num_threads(2)
-            {
-                const int id = omp_get_thread_num(), alone = omp_get_num_threads() == 1;
-                if (id == 0 && s < chunks) {
-                    const int t0 = s * C, steps = T - t0 < C ? T - t0 : C;
-                    cpu_states states = CHUNK_STATES(s);
-                    if (s > 0 && !keep_all) /* state t0 ends the chunk before */
-                        FN(copy_carried)(c, states, FN(later)(c, CHUNK_STATES(s - 1), C));
-                    FN(run_recurrence)(c, states, c->inputs + (size_t)t0 * B, steps);
-                    if (!keep_all) FN(keep_checkpoints)(c, states, t0, steps);
-                }
-                if ((id == 1 || alone) && s > 0) {
-                    const int t0 = (s - 1) * C, steps = T - t0 < C ? T - t0 : C;
-                    total += FN(output_loss)(c, FN(top_h)(c, CHUNK_STATES(s - 1)), t0, steps * B, NULL);
-                }
-            }
+            job.stage = s;
+            job.stage_loss = 0;
+            gpurnn_cpu_pool_for(c->pool, 2, 2, FN(forward_stage_item), &job);
+            total += job.stage_loss;
         }
-        last = FN(later)(c, CHUNK_STATES(chunks - 1), T - (chunks - 1) * C);
-#undef CHUNK_STATES
+        last = FN(later)(c, FN(forward_chunk_states)(c, chunks - 1), T - (chunks - 1) * C);
     } else {
         /* Chunk by chunk: the recurrence through the chunk, then its output layer. */
         for (int t0 = 0; t0 < T; t0 += c->chunk_steps) {
@@ -800,11 +980,28 @@ static gpurnn_status FN(forward)(void *ctx, const int32_t *inputs, const int32_t
                                  double *loss)
 {
     cpu_ctx *c = ctx;
-    const int pipelined = FN(pipelined)(c, T), saved_threads = omp_get_max_threads();
-    if (FN(single_slice_threads)(c)) omp_set_num_threads(1);
+    const int pipelined = FN(pipelined)(c, T), saved_threads = FN(enter_pass)(c);
     gpurnn_status s = FN(forward_pass)(c, inputs, targets, T, pipelined, loss);
     omp_set_num_threads(saved_threads);
     return s;
+}
+
+typedef struct {
+    const REAL *dz;
+    const int32_t *tokens;
+    int rows;
+    REAL *dW;
+} FN(scatter_job);
+
+static void FN(scatter_units)(const cpu_ctx *c, void *p, size_t i0, size_t i1)
+{
+    const FN(scatter_job) *j = p;
+    const int V = c->V, GH = c->G * c->H;
+    for (int r = 0; r < j->rows; r++) {
+        const REAL *row = j->dz + (size_t)r * GH;
+        REAL *col = j->dW + j->tokens[r];
+        for (size_t i = i0; i < i1; i++) col[i * V] += row[i];
+    }
 }
 
 /* dW_ih_l0[:, x_r] += dz_r (G*H) for every row, in row order: a scatter-add by token that
@@ -812,18 +1009,9 @@ static gpurnn_status FN(forward)(void *ctx, const int32_t *inputs, const int32_t
 static void FN(scatter_input_gradient)(const cpu_ctx *c, const REAL *dz, const int32_t *tokens, int rows,
                                        REAL *dW)
 {
-    const int V = c->V, GH = c->G * c->H;
-    enum { UNITS = 64 };
-    int blocks = (GH + UNITS - 1) / UNITS;
-#pragma omp parallel for schedule(static) if ((size_t)rows * GH >= GPURNN_CPU_PARALLEL_MIN)
-    for (int blk = 0; blk < blocks; blk++) {
-        int i0 = blk * UNITS, i1 = i0 + UNITS < GH ? i0 + UNITS : GH;
-        for (int r = 0; r < rows; r++) {
-            const REAL *row = dz + (size_t)r * GH;
-            REAL *col = dW + tokens[r];
-            for (int i = i0; i < i1; i++) col[(size_t)i * V] += row[i];
-        }
-    }
+    const int GH = c->G * c->H;
+    FN(scatter_job) job = {dz, tokens, rows, dW};
+    FN(parallel_ranges)(c, (size_t)GH, (size_t)rows * GH, 64, FN(scatter_units), &job);
 }
 
 /* The backward chunk buffers of set `set` (rows up to chunk_steps*B each):
@@ -945,12 +1133,20 @@ static void FN(layer_backward)(const cpu_ctx *c, int l, int set, cpu_states stat
 /* dh_out (rows, H) of layer l-1 = dz_l (rows, G*H) · W_ih_l: what layer l passes down. */
 static void FN(input_backward)(const cpu_ctx *c, int l, int set, int rows)
 {
-    CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, c->H, c->G * c->H, 1, FN(dz_of)(c, set, l),
-               c->G * c->H, W_IH(c->params, c, l), c->H, 0, FN(dh_out_of)(c, set, l - 1), c->H);
+    FN(gemm)(c, CblasNoTrans, CblasNoTrans, rows, c->H, c->G * c->H, 1, FN(dz_of)(c, set, l), c->G * c->H,
+             W_IH(c->params, c, l), c->H, 0, FN(dh_out_of)(c, set, l - 1), c->H);
 }
 
-/* The backward recurrence of a chunk through every layer, from the top, each thread on
- * its slice of the batch as in forward; between layers the gradient passed down. */
+static void FN(backward_slice)(void *p, size_t s)
+{
+    const FN(slices_job) *j = p;
+    int b0, b1;
+    FN(slice_rows)(j->c, (int)s, j->slices, &b0, &b1);
+    FN(layer_backward)(j->c, j->layer, j->set, j->states, j->steps, j->first_step, b0, b1);
+}
+
+/* The backward recurrence of a chunk through every layer, from the top, a slice of the
+ * batch per thread as in forward; between layers the gradient passed down. */
 static void FN(run_backward_recurrence)(const cpu_ctx *c, int set, cpu_states states, int steps, int first_step)
 {
     const int slices = FN(recurrence_slices)(c);
@@ -959,55 +1155,67 @@ static void FN(run_backward_recurrence)(const cpu_ctx *c, int set, cpu_states st
         if (slices == 1) {
             FN(layer_backward)(c, l, set, states, steps, first_step, 0, c->B);
         } else {
-#pragma omp parallel num_threads(slices)
-            {
-                int b0, b1;
-                FN(batch_slice)(c, &b0, &b1);
-                FN(layer_backward)(c, l, set, states, steps, first_step, b0, b1);
-            }
+            FN(slices_job) job = {c, states, NULL, steps, slices, set, first_step, l};
+            gpurnn_cpu_pool_for(c->pool, slices, (size_t)slices, FN(backward_slice), &job);
         }
         omp_set_num_threads(saved_threads);
         if (l > 0) FN(input_backward)(c, l, set, steps * c->B);
     }
 }
 
+typedef struct {
+    REAL scale;
+    const int32_t *tgt;
+    const double *lse;
+} FN(dlogits_job);
+
+/* dY from the forward pass's softmax (kept for a one-chunk sequence; left as it is, so
+ * that a second backward adds the same again) */
+static void FN(dlogits_from_probs)(const cpu_ctx *c, void *p, size_t lo, size_t hi)
+{
+    const FN(dlogits_job) *j = p;
+    const int V = c->V;
+    for (size_t r = lo; r < hi; r++) {
+        REAL *y = c->logits + r * V;
+        const REAL *pr = c->probs + r * V;
+        for (int v = 0; v < V; v++) y[v] = pr[v] * j->scale;
+        y[j->tgt[r]] -= j->scale;
+    }
+}
+
+/* dY from the logits recomputed and the stored log-sum-exps */
+static void FN(dlogits_from_logits)(const cpu_ctx *c, void *p, size_t lo, size_t hi)
+{
+    const FN(dlogits_job) *j = p;
+    const int V = c->V;
+    const REAL *by = BY(c->params, c);
+    for (size_t r = lo; r < hi; r++) {
+        REAL *y = c->logits + r * V;
+        REAL shift = (REAL)j->lse[r];
+        for (int v = 0; v < V; v++) y[v] = EXP_NONPOSITIVE(y[v] + by[v] - shift) * j->scale;
+        y[j->tgt[r]] -= j->scale;
+    }
+}
+
 /* The output layer's backward for rows (h: (rows, H), the top layer's states of steps t0..):
- * dY (rows, V) = softmax(Y) - onehot(target), times 1/(T*B) for MEAN, from the logits
- * recomputed and the stored log-sum-exps; dby += colsum(dY); dWhy (V, H) += dY^T · h;
- * dh_out (rows, H) = dY · Why into the set's buffer of the top layer. */
+ * dY (rows, V) = softmax(Y) - onehot(target), times 1/(T*B) for MEAN; dby += colsum(dY);
+ * dWhy (V, H) += dY^T · h; dh_out (rows, H) = dY · Why into the set's buffer of the top layer. */
 static void FN(output_backward)(cpu_ctx *c, const REAL *h, int t0, int rows, int set)
 {
     const int V = c->V, H = c->H;
-    const REAL *Why = WHY(c->params, c), *by = BY(c->params, c);
-    REAL *dWhy = WHY(c->grads, c), *dby = BY(c->grads, c);
-    REAL *dh_out = FN(dh_out_of)(c, set, c->L - 1);
     const REAL scale =
         c->reduction == GPURNN_LOSS_MEAN ? (REAL)(1.0 / ((double)c->T * c->B)) : (REAL)1;
-    const int32_t *tgt = c->targets + (size_t)t0 * c->B;
-    const double *lse = c->row_lse + (size_t)t0 * c->B;
+    FN(dlogits_job) job = {scale, c->targets + (size_t)t0 * c->B, c->row_lse + (size_t)t0 * c->B};
     if (c->probs_kept) {
-        /* the forward pass's softmax (kept for a one-chunk sequence; left as it is, so
-         * that a second backward adds the same again) */
-#pragma omp parallel for schedule(static) if ((size_t)rows * V >= GPURNN_CPU_PARALLEL_MIN)
-        for (int r = 0; r < rows; r++) {
-            REAL *y = c->logits + (size_t)r * V;
-            const REAL *p = c->probs + (size_t)r * V;
-            for (int v = 0; v < V; v++) y[v] = p[v] * scale;
-            y[tgt[r]] -= scale;
-        }
+        FN(parallel_ranges)(c, (size_t)rows, (size_t)rows * V, 1, FN(dlogits_from_probs), &job);
     } else {
         FN(output_product)(c, h, rows);
-#pragma omp parallel for schedule(static) if ((size_t)rows * V >= GPURNN_CPU_PARALLEL_MIN)
-        for (int r = 0; r < rows; r++) {
-            REAL *y = c->logits + (size_t)r * V;
-            REAL shift = (REAL)lse[r];
-            for (int v = 0; v < V; v++) y[v] = EXP_NONPOSITIVE(y[v] + by[v] - shift) * scale;
-            y[tgt[r]] -= scale;
-        }
+        FN(parallel_ranges)(c, (size_t)rows, (size_t)rows * V, 1, FN(dlogits_from_logits), &job);
     }
-    CBLAS_GEMV(CblasRowMajor, CblasTrans, rows, V, 1, c->logits, V, c->ones, 1, 1, dby, 1);
-    CBLAS_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, V, H, rows, 1, c->logits, V, h, H, 1, dWhy, H);
-    CBLAS_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, H, V, 1, c->logits, V, Why, H, 0, dh_out, H);
+    FN(add_column_sums)(c, c->logits, rows, V, BY(c->grads, c));
+    FN(gemm)(c, CblasTrans, CblasNoTrans, V, H, rows, 1, c->logits, V, h, H, 1, WHY(c->grads, c), H);
+    FN(gemm)(c, CblasNoTrans, CblasNoTrans, rows, H, V, 1, c->logits, V, WHY(c->params, c), H, 0,
+             FN(dh_out_of)(c, set, c->L - 1), H);
 }
 
 /* The weight gradients of every layer from a chunk's dz (set) and its states (states: the
@@ -1018,17 +1226,47 @@ static void FN(recurrence_weight_grads)(cpu_ctx *c, int set, cpu_states states, 
     const int H = c->H, GH = c->G * H;
     for (int l = c->L - 1; l >= 0; l--) {
         const REAL *dz = FN(dz_of)(c, set, l), *dzh = FN(dz_hidden_of)(c, set, l);
-        CBLAS_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, GH, H, rows, 1, dzh, GH,
-                   FN(stream)(states, H_STREAM(c, l)), H, 1, W_HH(c->grads, c, l), H);
-        CBLAS_GEMV(CblasRowMajor, CblasTrans, rows, GH, 1, dz, GH, c->ones, 1, 1, B_IH(c->grads, c, l), 1);
-        if (c->lay.two_biases)
-            CBLAS_GEMV(CblasRowMajor, CblasTrans, rows, GH, 1, dzh, GH, c->ones, 1, 1, B_HH(c->grads, c, l), 1);
+        FN(gemm)(c, CblasTrans, CblasNoTrans, GH, H, rows, 1, dzh, GH, FN(stream)(states, H_STREAM(c, l)), H, 1,
+                 W_HH(c->grads, c, l), H);
+        FN(add_column_sums)(c, dz, rows, GH, B_IH(c->grads, c, l));
+        if (c->lay.two_biases) FN(add_column_sums)(c, dzh, rows, GH, B_HH(c->grads, c, l));
         if (l == 0)
             FN(scatter_input_gradient)(c, dz, c->inputs + (size_t)t0 * c->B, rows, W_IH(c->grads, c, 0));
         else
-            CBLAS_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, GH, H, rows, 1, dz, GH,
-                       FN(stream)(FN(later)(c, states, 1), H_STREAM(c, l - 1)), H, 1, W_IH(c->grads, c, l), H);
+            FN(gemm)(c, CblasTrans, CblasNoTrans, GH, H, rows, 1, dz, GH,
+                     FN(stream)(FN(later)(c, states, 1), H_STREAM(c, l - 1)), H, 1, W_IH(c->grads, c, l), H);
     }
+}
+
+/* Stage i of the pipelined backward pass, as three items: 0 the recurrence backwards
+ * through chunk i (its interval was made ready by the stage before), 1 the output layer of
+ * chunk i-1 (which may recompute that chunk's interval, always into another segment buffer
+ * than chunks i and i+1 use), 2 the weight gradients of chunk i+1 (its dz was done at stage
+ * i+1, its states are still in place). They touch disjoint buffers, so two threads take
+ * items 0 and 1 and whichever is done first takes item 2. */
+typedef struct {
+    cpu_ctx *c;
+    int stage;
+} FN(backward_stage_job);
+
+static void FN(backward_stage_item)(void *p, size_t item)
+{
+    const FN(backward_stage_job) *j = p;
+    cpu_ctx *c = j->c;
+    const int B = c->B, T = c->T, C = c->chunk_steps, i = j->stage, last = (T + C - 1) / C - 1;
+#define CHUNK_T0(i) ((i) * C)
+#define CHUNK_STEPS(i) (T - (i) * C < C ? T - (i) * C : C)
+    if (item == 0) {
+        FN(run_backward_recurrence)(c, i % 3, FN(pipeline_states)(c, CHUNK_T0(i)), CHUNK_STEPS(i), i == 0);
+    } else if (item == 1 && i > 0) {
+        FN(output_backward)(c, FN(top_h)(c, FN(pipeline_states)(c, CHUNK_T0(i - 1))), CHUNK_T0(i - 1),
+                            CHUNK_STEPS(i - 1) * B, (i - 1) % 3);
+    } else if (item == 2 && i < last) {
+        FN(recurrence_weight_grads)(c, (i + 1) % 3, FN(pipeline_states)(c, CHUNK_T0(i + 1)), CHUNK_T0(i + 1),
+                                    CHUNK_STEPS(i + 1) * B);
+    }
+#undef CHUNK_T0
+#undef CHUNK_STEPS
 }
 
 static void FN(backward_pass)(cpu_ctx *c, int pipelined)
@@ -1042,32 +1280,18 @@ static void FN(backward_pass)(cpu_ctx *c, int pipelined)
 #define CHUNK_STEPS(i) (T - (i) * C < C ? T - (i) * C : C)
 
     if (pipelined) {
-        /* Stage i: one thread runs the recurrence backwards through chunk i while another
-         * does the output layer of chunk i-1; chunk i+1's weight gradients (its dz was
-         * done at stage i+1) go to the thread with less to do: the other one with the
-         * full history, the first one when the other also recomputes states. Chunk i's
+        /* Stage i (backward_stage_item): the recurrence backwards through chunk i, the
+         * output layer of chunk i-1 and the weight gradients of chunk i+1. Chunk i's
          * buffers are set i % 3. Every sum over chunks still runs from the last to the first. */
-        const int grads_on_first = c->ckpt_every != GPURNN_BPTT_KEEP_ALL;
         const int last = chunks - 1;
         c->window_lo = 1; /* the segment buffers share the window's memory */
         c->window_hi = 0;
 #define STATES(i) FN(pipeline_states)(c, CHUNK_T0(i)) /* state t0 of chunk i .. */
         FN(output_backward)(c, FN(top_h)(c, STATES(last)), CHUNK_T0(last), CHUNK_STEPS(last) * B, last % 3);
+        FN(backward_stage_job) job = {c, 0};
         for (int i = last; i >= 0; i--) {
-#pragma omp parallel num_threads(2)
-            {
-                const int id = omp_get_thread_num(), alone = omp_get_num_threads() == 1;
-                /* chunk i's interval was made ready by the previous stage (or above); the
-                 * other thread only ever recomputes the interval in the other buffer */
-                const int first = id == 0, other = id == 1 || alone;
-                if (first) FN(run_backward_recurrence)(c, i % 3, STATES(i), CHUNK_STEPS(i), i == 0);
-                if (i < last && (grads_on_first ? first : other))
-                    FN(recurrence_weight_grads)(c, (i + 1) % 3, STATES(i + 1), CHUNK_T0(i + 1),
-                                                CHUNK_STEPS(i + 1) * B);
-                if (i > 0 && other)
-                    FN(output_backward)(c, FN(top_h)(c, STATES(i - 1)), CHUNK_T0(i - 1), CHUNK_STEPS(i - 1) * B,
-                                        (i - 1) % 3);
-            }
+            job.stage = i;
+            gpurnn_cpu_pool_for(c->pool, 2, 3, FN(backward_stage_item), &job);
         }
         FN(recurrence_weight_grads)(c, 0, STATES(0), 0, CHUNK_STEPS(0) * B);
 #undef STATES
@@ -1091,8 +1315,7 @@ static void FN(backward_pass)(cpu_ctx *c, int pipelined)
 static gpurnn_status FN(backward)(void *ctx)
 {
     cpu_ctx *c = ctx;
-    const int pipelined = FN(pipelined)(c, c->T), saved_threads = omp_get_max_threads();
-    if (FN(single_slice_threads)(c)) omp_set_num_threads(1);
+    const int pipelined = FN(pipelined)(c, c->T), saved_threads = FN(enter_pass)(c);
     FN(backward_pass)(c, pipelined);
     omp_set_num_threads(saved_threads);
     return GPURNN_OK;
@@ -1104,13 +1327,27 @@ static void FN(memory)(void *ctx, gpurnn_memory_report *report)
     for (int kind = 0; kind < GPURNN_MEMORY_KINDS; kind++) report->host[kind] += c->bytes[kind];
 }
 
-static gpurnn_status FN(grad_sumsq)(void *ctx, double *sumsq)
+/* The flat buffers' loops (norm, clipping, optimizer steps) by blocks of GPURNN_CPU_BLOCK,
+ * fn(c, arg, blk0, blk1) for blocks [blk0, blk1), on the caller's threads. */
+static void FN(flat_blocks)(cpu_ctx *c, FN(range_fn) fn, void *arg)
 {
-    cpu_ctx *c = ctx;
-    size_t blocks = gpurnn_cpu_block_count(c->n);
-#pragma omp parallel for schedule(static) if (c->n >= GPURNN_CPU_PARALLEL_MIN)
-    for (size_t blk = 0; blk < blocks; blk++) {
-        size_t i0 = blk * GPURNN_CPU_BLOCK, i1 = i0 + GPURNN_CPU_BLOCK < c->n ? i0 + GPURNN_CPU_BLOCK : c->n;
+    c->split_threads = omp_get_max_threads();
+    FN(parallel_ranges)(c, gpurnn_cpu_block_count(c->n), c->n, 1, fn, arg);
+}
+
+/* The range [*i0, *i1) of flat-buffer blocks [blk0, blk1). */
+static void FN(block_range)(const cpu_ctx *c, size_t blk0, size_t blk1, size_t *i0, size_t *i1)
+{
+    *i0 = blk0 * GPURNN_CPU_BLOCK;
+    *i1 = blk1 * GPURNN_CPU_BLOCK < c->n ? blk1 * GPURNN_CPU_BLOCK : c->n;
+}
+
+static void FN(sumsq_blocks)(const cpu_ctx *c, void *arg, size_t blk0, size_t blk1)
+{
+    (void)arg;
+    for (size_t blk = blk0; blk < blk1; blk++) {
+        size_t i0, i1;
+        FN(block_range)(c, blk, blk + 1, &i0, &i1);
         /* A vector of partial sums (as wide as the build's vectors), added up at the
          * end: the order is fixed by the code, so every run gives the same result (the
          * buffer is aligned, so the vectoriser's peeling is the same every time too). */
@@ -1120,6 +1357,32 @@ static gpurnn_status FN(grad_sumsq)(void *ctx, double *sumsq)
         for (size_t i = i0; i < i1; i++) acc += (double)g[i] * (double)g[i];
         c->block_sums[blk] = acc;
     }
+}
+
+static void FN(scale_blocks)(const cpu_ctx *c, void *arg, size_t blk0, size_t blk1)
+{
+    const REAL f = *(const REAL *)arg;
+    size_t i0, i1;
+    FN(block_range)(c, blk0, blk1, &i0, &i1);
+    for (size_t i = i0; i < i1; i++) c->grads[i] *= f;
+}
+
+static void FN(clamp_blocks)(const cpu_ctx *c, void *arg, size_t blk0, size_t blk1)
+{
+    const REAL hi = *(const REAL *)arg, lo = -hi;
+    size_t i0, i1;
+    FN(block_range)(c, blk0, blk1, &i0, &i1);
+    for (size_t i = i0; i < i1; i++) {
+        REAL g = c->grads[i];
+        c->grads[i] = g > hi ? hi : (g < lo ? lo : g); /* NaN stays NaN */
+    }
+}
+
+static gpurnn_status FN(grad_sumsq)(void *ctx, double *sumsq)
+{
+    cpu_ctx *c = ctx;
+    const size_t blocks = gpurnn_cpu_block_count(c->n);
+    FN(flat_blocks)(c, FN(sumsq_blocks), NULL);
     double total = 0;
     for (size_t blk = 0; blk < blocks; blk++) total += c->block_sums[blk];
     *sumsq = total;
@@ -1129,21 +1392,16 @@ static gpurnn_status FN(grad_sumsq)(void *ctx, double *sumsq)
 static gpurnn_status FN(grad_scale)(void *ctx, double factor)
 {
     cpu_ctx *c = ctx;
-    const REAL f = (REAL)factor;
-#pragma omp parallel for schedule(static) if (c->n >= GPURNN_CPU_PARALLEL_MIN)
-    for (size_t i = 0; i < c->n; i++) c->grads[i] *= f;
+    REAL f = (REAL)factor;
+    FN(flat_blocks)(c, FN(scale_blocks), &f);
     return GPURNN_OK;
 }
 
 static gpurnn_status FN(grad_clamp)(void *ctx, double limit)
 {
     cpu_ctx *c = ctx;
-    const REAL hi = (REAL)limit, lo = -hi;
-#pragma omp parallel for schedule(static) if (c->n >= GPURNN_CPU_PARALLEL_MIN)
-    for (size_t i = 0; i < c->n; i++) {
-        REAL g = c->grads[i];
-        c->grads[i] = g > hi ? hi : (g < lo ? lo : g); /* NaN stays NaN */
-    }
+    REAL hi = (REAL)limit;
+    FN(flat_blocks)(c, FN(clamp_blocks), &hi);
     return GPURNN_OK;
 }
 
@@ -1199,20 +1457,33 @@ static inline int FN(update_block)(const gpurnn_update_rule *rule, const REAL *g
     return bad;
 }
 
+/* Per block: whether the update would give a non-finite value (in block_sums, 0 or 1). */
+static void FN(check_update_blocks)(const cpu_ctx *c, void *arg, size_t blk0, size_t blk1)
+{
+    for (size_t blk = blk0; blk < blk1; blk++) {
+        size_t i0, i1;
+        FN(block_range)(c, blk, blk + 1, &i0, &i1);
+        c->block_sums[blk] = FN(update_block)(arg, c->grads + i0, c->params + i0, c->opt0 + i0, c->opt1 + i0,
+                                              i1 - i0, 0);
+    }
+}
+
+static void FN(store_update_blocks)(const cpu_ctx *c, void *arg, size_t blk0, size_t blk1)
+{
+    size_t i0, i1;
+    FN(block_range)(c, blk0, blk1, &i0, &i1);
+    FN(update_block)(arg, c->grads + i0, c->params + i0, c->opt0 + i0, c->opt1 + i0, i1 - i0, 1);
+}
+
 /* Two passes so the update is all or nothing: the first computes every new value without
  * storing it, the second stores. */
 static gpurnn_status FN(step)(void *ctx, const gpurnn_update_rule *rule, size_t *bad_index)
 {
     cpu_ctx *c = ctx;
     c->w_ih0_t_fresh = 0;
-    size_t blocks = gpurnn_cpu_block_count(c->n);
-    double *block_bad = c->block_sums;
-#pragma omp parallel for schedule(static) if (c->n >= GPURNN_CPU_PARALLEL_MIN)
-    for (size_t blk = 0; blk < blocks; blk++) {
-        size_t i0 = blk * GPURNN_CPU_BLOCK, len = c->n - i0 < GPURNN_CPU_BLOCK ? c->n - i0 : GPURNN_CPU_BLOCK;
-        block_bad[blk] = FN(update_block)(rule, c->grads + i0, c->params + i0, c->opt0 + i0,
-                                          c->opt1 + i0, len, 0);
-    }
+    const size_t blocks = gpurnn_cpu_block_count(c->n);
+    const double *block_bad = c->block_sums;
+    FN(flat_blocks)(c, FN(check_update_blocks), (void *)rule);
     for (size_t blk = 0; blk < blocks; blk++) {
         if (!block_bad[blk]) continue;
         size_t i = blk * GPURNN_CPU_BLOCK;
@@ -1220,11 +1491,7 @@ static gpurnn_status FN(step)(void *ctx, const gpurnn_update_rule *rule, size_t 
         *bad_index = i;
         return GPURNN_ERR_NUMERIC;
     }
-#pragma omp parallel for schedule(static) if (c->n >= GPURNN_CPU_PARALLEL_MIN)
-    for (size_t blk = 0; blk < blocks; blk++) {
-        size_t i0 = blk * GPURNN_CPU_BLOCK, len = c->n - i0 < GPURNN_CPU_BLOCK ? c->n - i0 : GPURNN_CPU_BLOCK;
-        FN(update_block)(rule, c->grads + i0, c->params + i0, c->opt0 + i0, c->opt1 + i0, len, 1);
-    }
+    FN(flat_blocks)(c, FN(store_update_blocks), (void *)rule);
     return GPURNN_OK;
 }
 
