@@ -759,17 +759,6 @@ static int FN(single_slice_threads)(const cpu_ctx *c)
     return FN(recurrence_slices)(c) == 1 && omp_get_max_threads() >= 2;
 }
 
-/* The thread counts of a forward or backward pass, from the caller's OpenMP setting;
- * returns that setting, which the pass restores at its end. */
-static int FN(enter_pass)(cpu_ctx *c)
-{
-    const int threads = omp_get_max_threads(), single = FN(single_slice_threads)(c);
-    c->threads = threads;
-    c->split_threads = single ? 1 : threads;
-    if (single) omp_set_num_threads(1);
-    return threads;
-}
-
 /* With checkpoints the pipeline needs every chunk inside one checkpoint interval (k a
  * multiple of C, as the automatic choice makes it): three segment buffers then hold the
  * intervals of chunks i+1 and i, which the first thread works in, and of chunk i-1,
@@ -778,6 +767,25 @@ static int FN(pipelined)(const cpu_ctx *c, int T)
 {
     return (c->ckpt_every == GPURNN_BPTT_KEEP_ALL || c->segment_cap > 0) && FN(single_slice_threads)(c) &&
            T > c->chunk_steps;
+}
+
+/* A call from inside the caller's own OpenMP parallel region runs on that one thread, as
+ * the OpenMP loops nested in it would (the pool would add threads to a full team). */
+static int FN(caller_threads)(void) { return omp_in_parallel() ? 1 : omp_get_max_threads(); }
+
+/* The thread counts of a forward or backward pass over T steps, from the caller's OpenMP
+ * setting, and whether the pass is pipelined; returns that setting, which the pass
+ * restores at its end. */
+static int FN(enter_pass)(cpu_ctx *c, int T, int *pipelined)
+{
+    const int saved = omp_get_max_threads();
+    if (omp_in_parallel()) omp_set_num_threads(1);
+    *pipelined = FN(pipelined)(c, T);
+    const int threads = omp_get_max_threads(), single = FN(single_slice_threads)(c);
+    c->threads = threads;
+    c->split_threads = single ? 1 : threads;
+    if (single) omp_set_num_threads(1);
+    return saved;
 }
 
 /* Where state `first` goes in segment buffer `buf`, aligned as in a full history. */
@@ -980,7 +988,8 @@ static gpurnn_status FN(forward)(void *ctx, const int32_t *inputs, const int32_t
                                  double *loss)
 {
     cpu_ctx *c = ctx;
-    const int pipelined = FN(pipelined)(c, T), saved_threads = FN(enter_pass)(c);
+    int pipelined;
+    const int saved_threads = FN(enter_pass)(c, T, &pipelined);
     gpurnn_status s = FN(forward_pass)(c, inputs, targets, T, pipelined, loss);
     omp_set_num_threads(saved_threads);
     return s;
@@ -1315,7 +1324,8 @@ static void FN(backward_pass)(cpu_ctx *c, int pipelined)
 static gpurnn_status FN(backward)(void *ctx)
 {
     cpu_ctx *c = ctx;
-    const int pipelined = FN(pipelined)(c, c->T), saved_threads = FN(enter_pass)(c);
+    int pipelined;
+    const int saved_threads = FN(enter_pass)(c, c->T, &pipelined);
     FN(backward_pass)(c, pipelined);
     omp_set_num_threads(saved_threads);
     return GPURNN_OK;
@@ -1331,7 +1341,7 @@ static void FN(memory)(void *ctx, gpurnn_memory_report *report)
  * fn(c, arg, blk0, blk1) for blocks [blk0, blk1), on the caller's threads. */
 static void FN(flat_blocks)(cpu_ctx *c, FN(range_fn) fn, void *arg)
 {
-    c->split_threads = omp_get_max_threads();
+    c->split_threads = FN(caller_threads)();
     FN(parallel_ranges)(c, gpurnn_cpu_block_count(c->n), c->n, 1, fn, arg);
 }
 
