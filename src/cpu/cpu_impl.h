@@ -476,8 +476,9 @@ static void FN(parallel_ranges)(const cpu_ctx *c, size_t n, size_t work, size_t 
 
 /* C (M, N) = alpha op(A) op(B) + beta C, row-major, as cblas_?gemm, cut into one block of
  * rows (or of columns, when N > M: the smaller operand is the one every block packs
- * again) per split thread, each a single-threaded BLAS call. Blocks start at multiples of
- * 32, so that the BLAS kernels tile them as they tile the whole product. */
+ * again) per split thread, each a single-threaded BLAS call, every block but the last a
+ * multiple of 32 long. One block per thread: more blocks balanced no better on a busy
+ * machine and cost more packing on a quiet one (bench/RESULTS.md, "On a busy machine"). */
 typedef struct {
     CBLAS_TRANSPOSE ta, tb;
     int M, N, K;
@@ -504,17 +505,13 @@ static void FN(gemm_block)(const cpu_ctx *c, void *p, size_t lo, size_t hi)
     }
 }
 
-#ifndef GEMM_PARTS
-#define GEMM_PARTS 1
-#endif
 static void FN(gemm)(const cpu_ctx *c, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, REAL alpha,
                      const REAL *A, int lda, const REAL *B, int ldb, REAL beta, REAL *C, int ldc)
 {
     FN(gemm_job) g = {ta, tb, M, N, K, alpha, beta, A, B, lda, ldb, C, ldc, N > M};
     const size_t n = (size_t)(g.by_columns ? N : M), work = (size_t)M * N * K / 64;
     const int threads = work >= GPURNN_CPU_PARALLEL_MIN ? c->split_threads : 1;
-    const size_t parts = threads > 1 ? (size_t)GEMM_PARTS * threads : 1;
-    size_t per_item = (n + parts - 1) / parts;
+    size_t per_item = (n + (size_t)threads - 1) / (size_t)threads;
     per_item = (per_item + 31) / 32 * 32;
     FN(range_job) job = {c, FN(gemm_block), &g, n, per_item};
     gpurnn_cpu_pool_for(c->pool, threads, (n + per_item - 1) / per_item, FN(range_item), &job);
