@@ -148,7 +148,6 @@ typedef struct {
     int *batch_bad_draw;    /* (B): the draw whose logits were not finite, -1 if none */
     size_t bytes[GPURNN_MEMORY_KINDS];
     gpurnn_cpu_pool *pool;  /* the threads of training's loops and stages (cpu_pool.h) */
-    int threads;            /* of the current forward/backward: the caller's OpenMP thread count */
     int split_threads;      /* the threads the current pass cuts its products and loops for: 1
                                where the recurrence is one slice (see single_slice_threads) */
 } FN(ctx);
@@ -775,11 +774,10 @@ static int FN(caller_threads)(void) { return omp_in_parallel() ? 1 : omp_get_max
  * restores at its end. */
 static int FN(enter_pass)(cpu_ctx *c, int T, int *pipelined)
 {
-    const int saved = omp_get_max_threads();
-    if (omp_in_parallel()) omp_set_num_threads(1);
+    const int saved = omp_get_max_threads(), threads = FN(caller_threads)();
+    omp_set_num_threads(threads);
     *pipelined = FN(pipelined)(c, T);
-    const int threads = omp_get_max_threads(), single = FN(single_slice_threads)(c);
-    c->threads = threads;
+    const int single = FN(single_slice_threads)(c);
     c->split_threads = single ? 1 : threads;
     if (single) omp_set_num_threads(1);
     return saved;
